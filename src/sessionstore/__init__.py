@@ -1,0 +1,67 @@
+"""sessionstore: LLM-agent sessions as validated, schema-versioned JSON documents.
+
+Every write is atomic and durable; every load validates, and migrates older
+schema versions in memory; newer versions are refused, never half-read.
+"""
+
+from __future__ import annotations
+
+from sessionstore.codec import decode, encode
+from sessionstore.errors import (
+    ConflictError,
+    CorruptSessionError,
+    InvalidSessionIdError,
+    LockTimeoutError,
+    SchemaVersionError,
+    SessionDeleteError,
+    SessionNotFoundError,
+    SessionReadError,
+    SessionStoreError,
+    SessionWriteError,
+)
+from sessionstore.ids import is_valid_session_id, validate_session_id
+from sessionstore.models import CURRENT_SCHEMA_VERSION, StoredSession
+from sessionstore.store import (
+    DEFAULT_MAX_BYTES,
+    DEFAULT_SESSION_DIR,
+    BackendSessionStore,
+    MemorySessionStore,
+    SessionStore,
+    delete_session,
+    list_sessions,
+    load_session,
+    save_session,
+    session_exists,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "CURRENT_SCHEMA_VERSION",
+    "DEFAULT_MAX_BYTES",
+    "DEFAULT_SESSION_DIR",
+    "BackendSessionStore",
+    "ConflictError",
+    "CorruptSessionError",
+    "InvalidSessionIdError",
+    "LockTimeoutError",
+    "MemorySessionStore",
+    "SchemaVersionError",
+    "SessionDeleteError",
+    "SessionNotFoundError",
+    "SessionReadError",
+    "SessionStore",
+    "SessionStoreError",
+    "SessionWriteError",
+    "StoredSession",
+    "__version__",
+    "decode",
+    "delete_session",
+    "encode",
+    "is_valid_session_id",
+    "list_sessions",
+    "load_session",
+    "save_session",
+    "session_exists",
+    "validate_session_id",
+]

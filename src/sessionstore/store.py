@@ -1,0 +1,284 @@
+"""The session store: ids, validation, migration and concurrency over any backend,
+plus the seed-compatible functions.
+
+Policy lives here once for every backend: ids are checked before a backend is
+touched, every document is encoded and decoded by ``codec``, and read-modify-write
+runs under the backend's per-session lock.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterable
+from datetime import datetime, timezone
+from pathlib import Path
+
+from sessionstore.backends.base import Backend, content_etag
+from sessionstore.backends.filesystem import FileSystemBackend
+from sessionstore.backends.memory import MemoryBackend
+from sessionstore.codec import decode, encode
+from sessionstore.errors import SessionNotFoundError
+from sessionstore.ids import validate_session_id
+from sessionstore.models import StoredSession
+
+__all__ = [
+    "DEFAULT_MAX_BYTES",
+    "DEFAULT_SESSION_DIR",
+    "BackendSessionStore",
+    "MemorySessionStore",
+    "SessionStore",
+    "delete_session",
+    "list_sessions",
+    "load_session",
+    "save_session",
+    "session_exists",
+]
+
+DEFAULT_SESSION_DIR = Path(".port_sessions")
+"""The folder the seed-compatible functions use when given none."""
+
+DEFAULT_MAX_BYTES = 64 * 1024 * 1024
+"""Documents larger than this are refused on load without being read."""
+
+
+class BackendSessionStore:
+    """Validated, versioned sessions over any ``Backend``.
+
+    ``SessionStore`` (files), ``MemorySessionStore`` and the PostgreSQL store are
+    this class over their backends; use it directly to run your own backend.
+    """
+
+    def __init__(self, backend: Backend, *, max_bytes: int = DEFAULT_MAX_BYTES) -> None:
+        if max_bytes < 1:
+            msg = f"max_bytes must be positive, not {max_bytes}"
+            raise ValueError(msg)
+        self.backend = backend
+        self.max_bytes = max_bytes
+
+    def save(self, session: StoredSession, *, if_match: str | None = None) -> str:
+        """Store ``session`` atomically (replacing any earlier version) and return its etag.
+
+        With ``if_match``, store only if the stored document still has that etag (from
+        ``load_with_etag`` or an earlier ``save``), else raise ``ConflictError`` and
+        write nothing. Raises ``InvalidSessionIdError`` before touching storage, and
+        ``SessionWriteError`` when the write fails (the old version is then intact).
+        """
+        session_id = _checked_session(session)
+        return self.backend.write(session_id, encode(session), if_match=if_match)
+
+    def create(self, session: StoredSession) -> str:
+        """Store ``session`` only if no session has its id; return the etag.
+
+        Raises ``ConflictError`` (nothing written) when the id is taken.
+        """
+        session_id = _checked_session(session)
+        return self.backend.create(session_id, encode(session))
+
+    def load(self, session_id: str) -> StoredSession:
+        """Return the stored session, migrated in memory to the current schema version.
+
+        Never writes. Raises ``SessionNotFoundError``, ``InvalidSessionIdError``,
+        ``CorruptSessionError`` (``SchemaVersionError`` for a newer version) or
+        ``SessionReadError``.
+        """
+        return self.load_with_etag(session_id)[0]
+
+    def load_with_etag(self, session_id: str) -> tuple[StoredSession, str]:
+        """Like ``load``, and also return the etag to pass to ``save(if_match=...)``."""
+        validate_session_id(session_id)
+        data = self._read(session_id)
+        session = decode(data, session_id=session_id, path=self.backend.location(session_id))
+        return session, content_etag(data)
+
+    def exists(self, session_id: str) -> bool:
+        """True when a document is stored under ``session_id``, whether or not it loads."""
+        validate_session_id(session_id)
+        return self.backend.exists(session_id)
+
+    def delete(self, session_id: str) -> bool:
+        """Remove the session. True if this call removed it, False if it did not exist.
+
+        Idempotent and race-safe. Raises ``SessionDeleteError`` when the session exists
+        but could not be removed.
+        """
+        validate_session_id(session_id)
+        return self.backend.delete(session_id)
+
+    def list(self) -> list[str]:
+        """The ids of every stored session, sorted. Temp and lock files never appear."""
+        return self.backend.list_ids()
+
+    def update(
+        self,
+        session_id: str,
+        fn: Callable[[StoredSession], StoredSession],
+    ) -> StoredSession:
+        """Read, apply ``fn``, write: under the session's exclusive lock, so no update is lost.
+
+        ``fn`` gets the current session and returns the new one (same id). Returns what
+        was stored. Raises ``SessionNotFoundError`` if there is no such session,
+        ``LockTimeoutError`` if the lock is not had in time, and whatever ``fn`` raises
+        (nothing is written then).
+        """
+        validate_session_id(session_id)
+        with self.backend.lock(session_id):
+            current = self.load(session_id)
+            new = fn(current)
+            if not isinstance(new, StoredSession):
+                msg = f"update function returned {type(new).__name__}, not StoredSession"
+                raise TypeError(msg)
+            if new.session_id != session_id:
+                msg = (
+                    f"update function changed the session id from {session_id!r} "
+                    f"to {new.session_id!r}"
+                )
+                raise ValueError(msg)
+            self.backend.write(session_id, encode(new))
+        return new
+
+    def append_messages(
+        self,
+        session_id: str,
+        messages: Iterable[str],
+        *,
+        input_tokens: int = 0,
+        output_tokens: int = 0,
+    ) -> StoredSession:
+        """Append ``messages`` and add the token counts, under the session's lock.
+
+        Creates the session when missing (setting ``created_at``); always sets
+        ``updated_at``. Returns what was stored. Raises ``ValueError`` for values the
+        model refuses (nothing written) and the errors of ``load`` and ``save``.
+        """
+        validate_session_id(session_id)
+        if isinstance(messages, str | bytes):
+            msg = "messages must be an iterable of strings, not a single string"
+            raise TypeError(msg)
+        added = tuple(messages)
+        now = datetime.now(timezone.utc)
+        with self.backend.lock(session_id):
+            try:
+                current = self.load(session_id)
+            except SessionNotFoundError:
+                new = StoredSession(
+                    session_id=session_id,
+                    messages=added,
+                    input_tokens=input_tokens,
+                    output_tokens=output_tokens,
+                    created_at=now,
+                    updated_at=now,
+                )
+            else:
+                new = StoredSession(
+                    session_id=session_id,
+                    messages=current.messages + added,
+                    input_tokens=current.input_tokens + input_tokens,
+                    output_tokens=current.output_tokens + output_tokens,
+                    created_at=current.created_at,
+                    updated_at=now,
+                    metadata=current.metadata,
+                )
+            self.backend.write(session_id, encode(new))
+        return new
+
+    def _read(self, session_id: str) -> bytes:
+        data = self.backend.read(session_id, max_bytes=self.max_bytes)
+        if data is None:
+            location = self.backend.location(session_id)
+            raise SessionNotFoundError(
+                f"session {session_id!r} not found in {self.backend.description} (no {location})",
+                session_id=session_id,
+                path=location,
+            )
+        return data
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.backend!r})"
+
+
+class SessionStore(BackendSessionStore):
+    """Sessions as ``<directory>/<id>.json`` files, one per session.
+
+    Writes are atomic (temp file, ``os.replace``) and, with ``durable=True``, fsynced
+    (file and folder) before they return. ``durable=False`` skips the fsyncs: still
+    atomic for readers, but a crash or power loss may lose recent saves; use it for
+    tests and caches only. Documents over ``max_bytes`` are refused on load.
+    ``lock_timeout`` bounds the wait for a session's lock (``LockTimeoutError``).
+    """
+
+    def __init__(
+        self,
+        directory: str | os.PathLike[str] = DEFAULT_SESSION_DIR,
+        *,
+        durable: bool = True,
+        max_bytes: int = DEFAULT_MAX_BYTES,
+        lock_timeout: float = 30.0,
+    ) -> None:
+        self.directory = Path(directory)
+        self.durable = durable
+        super().__init__(
+            FileSystemBackend(self.directory, durable=durable, lock_timeout=lock_timeout),
+            max_bytes=max_bytes,
+        )
+
+    def path_of(self, session_id: str) -> Path:
+        """The file that holds ``session_id``. Raises ``InvalidSessionIdError``."""
+        return self.directory / f"{validate_session_id(session_id)}.json"
+
+
+class MemorySessionStore(BackendSessionStore):
+    """Sessions held in memory, with the same validation and errors; for tests and caches."""
+
+    def __init__(self, *, max_bytes: int = DEFAULT_MAX_BYTES) -> None:
+        super().__init__(MemoryBackend(), max_bytes=max_bytes)
+
+
+def _checked_session(session: StoredSession) -> str:
+    if not isinstance(session, StoredSession):
+        msg = f"expected a StoredSession, got {type(session).__name__}"
+        raise TypeError(msg)
+    return validate_session_id(session.session_id)
+
+
+# Seed-compatible functions: same names, signatures and contracts as the module
+# they replace. ``directory`` may also be a str. As in the seed, a falsy directory
+# means DEFAULT_SESSION_DIR.
+
+
+def _store(directory: str | os.PathLike[str] | None) -> SessionStore:
+    return SessionStore(directory or DEFAULT_SESSION_DIR)
+
+
+def save_session(session: StoredSession, directory: str | os.PathLike[str] | None = None) -> Path:
+    """Save ``session`` atomically and durably; return the path of its file.
+
+    Raises ``InvalidSessionIdError`` for a bad id and ``SessionWriteError`` on failure.
+    """
+    store = _store(directory)
+    store.save(session)
+    return store.path_of(session.session_id)
+
+
+def load_session(session_id: str, directory: str | os.PathLike[str] | None = None) -> StoredSession:
+    """Load a session, migrating older versions in memory. Raises ``SessionNotFoundError``
+    (a ``KeyError``), ``InvalidSessionIdError`` or ``CorruptSessionError``."""
+    return _store(directory).load(session_id)
+
+
+def list_sessions(directory: str | os.PathLike[str] | None = None) -> list[str]:
+    """Sorted ids of the sessions in ``directory``; ``[]`` when the folder does not exist."""
+    return _store(directory).list()
+
+
+def session_exists(session_id: str, directory: str | os.PathLike[str] | None = None) -> bool:
+    """True if a session file exists. Raises ``InvalidSessionIdError`` for a bad id."""
+    return _store(directory).exists(session_id)
+
+
+def delete_session(session_id: str, directory: str | os.PathLike[str] | None = None) -> bool:
+    """Delete a session: True if this call deleted it, False if it did not exist.
+
+    Idempotent and race-safe. Raises ``SessionDeleteError`` (an ``OSError``, with the
+    original error as ``__cause__``) when the file exists but cannot be removed.
+    """
+    return _store(directory).delete(session_id)
