@@ -56,9 +56,10 @@ def _thread_lock(path: Path) -> threading.RLock:
 class StripedLocks:
     """The lock files of one store folder."""
 
-    def __init__(self, directory: Path, *, timeout: float) -> None:
+    def __init__(self, directory: Path, *, timeout: float, durable: bool = True) -> None:
         self.folder = Path(os.path.abspath(directory / LOCK_DIR_NAME))
         self.timeout = timeout
+        self.durable = durable
 
     def path_for(self, key: str) -> Path:
         """The lock file that guards ``key``."""
@@ -108,7 +109,7 @@ class StripedLocks:
         try:
             return os.open(path, flags, 0o600)
         except FileNotFoundError:
-            make_directory(self.folder)
+            make_directory(self.folder, durable=self.durable)
             return os.open(path, flags, 0o600)
 
 

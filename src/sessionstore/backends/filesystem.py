@@ -47,7 +47,7 @@ class FileSystemBackend:
     ) -> None:
         self.directory = directory
         self.durable = durable
-        self._locks = StripedLocks(directory, timeout=lock_timeout)
+        self._locks = StripedLocks(directory, timeout=lock_timeout, durable=durable)
 
     @property
     def description(self) -> str:

@@ -1,0 +1,408 @@
+"""SessionStore and the seed-compatible functions: behaviours, errors, and what they never do."""
+
+from __future__ import annotations
+
+import errno
+import os
+import stat
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import sessionstore
+from sessionstore import (
+    ConflictError,
+    CorruptSessionError,
+    InvalidSessionIdError,
+    SchemaVersionError,
+    SessionDeleteError,
+    SessionNotFoundError,
+    SessionStore,
+    SessionWriteError,
+    StoredSession,
+    delete_session,
+    list_sessions,
+    load_session,
+    save_session,
+    session_exists,
+)
+
+
+def make(session_id: str = "s1", *messages: str, tokens: int = 0) -> StoredSession:
+    return StoredSession(
+        session_id=session_id,
+        messages=messages or ("hello",),
+        input_tokens=tokens,
+        output_tokens=tokens,
+    )
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> SessionStore:
+    return SessionStore(tmp_path / "sessions")
+
+
+def snapshot(folder: Path) -> dict[str, tuple[bytes, int]]:
+    """Every session-relevant file below ``folder`` with its bytes and mtime (not lock files)."""
+    out = {}
+    for path in sorted(folder.rglob("*")):
+        if path.is_file() and not path.is_symlink() and path.parent.name != ".locks":
+            out[str(path.relative_to(folder))] = (path.read_bytes(), path.stat().st_mtime_ns)
+    return out
+
+
+# --- the seed's behaviours -------------------------------------------------
+
+
+def test_seed_functions_round_trip_and_return_the_path(tmp_path: Path) -> None:
+    session = make("abc", "x", "y", tokens=3)
+    path = save_session(session, tmp_path)
+    assert path == tmp_path / "abc.json"
+    assert path.is_file()
+    assert load_session("abc", tmp_path) == session
+    assert session_exists("abc", tmp_path)
+
+
+def test_seed_functions_accept_str_directories(tmp_path: Path) -> None:
+    folder = str(tmp_path / "as-str")
+    save_session(make("a"), folder)
+    assert list_sessions(folder) == ["a"]
+    assert load_session("a", folder) == make("a")
+    assert delete_session("a", folder) is True
+
+
+def test_seed_functions_default_to_port_sessions(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    assert save_session(make("d")) == Path(".port_sessions/d.json")
+    assert (tmp_path / ".port_sessions" / "d.json").is_file()
+    assert list_sessions() == ["d"]
+
+
+def test_listing_is_sorted(store: SessionStore) -> None:
+    for session_id in ["b", "C", "a", "_z", "0"]:
+        store.save(make(session_id))
+    assert store.list() == sorted(["b", "C", "a", "_z", "0"])
+
+
+def test_listing_a_missing_folder_is_empty_and_creates_nothing(tmp_path: Path) -> None:
+    assert list_sessions(tmp_path / "nope") == []
+    assert not (tmp_path / "nope").exists()
+
+
+def test_listing_ignores_non_json_invalid_names_temp_and_lock_files(store: SessionStore) -> None:
+    store.save(make("real"))
+    folder = store.directory
+    (folder / "notes.txt").write_text("x")
+    (folder / "bad name.json").write_text("{}")
+    (folder / "CON.json").write_text("{}")
+    (folder / ".real.json.0123456789abcdef.tmp").write_text("{")
+    (folder / "real.json.bak").write_text("{}")
+    assert store.list() == ["real"]
+    assert (folder / ".locks").is_dir()
+
+
+def test_delete_returns_true_then_false(store: SessionStore) -> None:
+    store.save(make("gone"))
+    assert store.delete("gone") is True
+    assert store.delete("gone") is False
+    assert not store.exists("gone")
+    with pytest.raises(SessionNotFoundError):
+        store.load("gone")
+
+
+def test_delete_of_a_missing_session_in_a_missing_folder_writes_nothing(tmp_path: Path) -> None:
+    assert delete_session("x", tmp_path / "nope") is False
+    assert not (tmp_path / "nope").exists()
+
+
+def test_directory_at_session_path_makes_delete_raise_with_cause(store: SessionStore) -> None:
+    store.directory.mkdir(parents=True)
+    (store.directory / "d.json").mkdir()
+    with pytest.raises(SessionDeleteError, match="'d'") as info:
+        store.delete("d")
+    assert isinstance(info.value, OSError)
+    assert isinstance(info.value.__cause__, OSError)
+    assert info.value.errno == info.value.__cause__.errno
+    assert info.value.path == store.directory / "d.json"
+
+
+# --- errors ------------------------------------------------------------------
+
+
+def test_load_missing_raises_not_found_naming_the_session_and_file(store: SessionStore) -> None:
+    with pytest.raises(SessionNotFoundError) as info:
+        store.load("ghost")
+    message = str(info.value)
+    assert message.startswith("session 'ghost' not found")
+    assert str(store.directory / "ghost.json") in message
+    assert info.value.session_id == "ghost"
+
+
+@pytest.fixture
+def fs_calls(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Record every filesystem call the store could make."""
+    calls: list[str] = []
+    names = ["open", "lstat", "stat", "scandir", "unlink", "mkdir", "replace", "rename", "makedirs"]
+    for name in names:
+        original = getattr(os, name)
+
+        def recorder(
+            *args: Any, _name: str = name, _original: Any = original, **kwargs: Any
+        ) -> Any:
+            calls.append(_name)
+            return _original(*args, **kwargs)
+
+        monkeypatch.setattr(os, name, recorder)
+    return calls
+
+
+@pytest.mark.parametrize(
+    "bad_id", ["../escape", "", "a/b", "CON", "x" * 129, "-x", "a.b", "nul\x00"]
+)
+def test_invalid_ids_are_refused_before_any_filesystem_call(
+    store: SessionStore, bad_id: str, fs_calls: list[str]
+) -> None:
+    operations = [
+        lambda: store.save(make().model_copy(update={"session_id": bad_id})),
+        lambda: store.load(bad_id),
+        lambda: store.exists(bad_id),
+        lambda: store.delete(bad_id),
+        lambda: store.create(make().model_copy(update={"session_id": bad_id})),
+        lambda: store.append_messages(bad_id, ["m"]),
+        lambda: store.update(bad_id, lambda s: s),
+        lambda: load_session(bad_id, store.directory),
+        lambda: session_exists(bad_id, store.directory),
+        lambda: delete_session(bad_id, store.directory),
+        lambda: save_session(make().model_copy(update={"session_id": bad_id}), store.directory),
+    ]
+    for operation in operations:
+        with pytest.raises(InvalidSessionIdError):
+            operation()
+    assert fs_calls == []
+
+
+def test_model_accepts_any_id_but_save_refuses_it(store: SessionStore) -> None:
+    session = make("../../etc/passwd")
+    with pytest.raises(InvalidSessionIdError, match="etc/passwd"):
+        store.save(session)
+    assert not store.directory.exists()
+
+
+def test_save_refuses_what_is_not_a_stored_session(store: SessionStore) -> None:
+    with pytest.raises(TypeError, match="StoredSession"):
+        store.save({"session_id": "x"})  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("content", "reason"),
+    [
+        (b'{"session_id": "s1", "messages": ["a"], "input', "not valid JSON"),
+        (b"\x00\x01binary", "not valid JSON"),
+        (
+            b'{"session_id": "s1", "messages": "a", "input_tokens": 1, "output_tokens": 1}',
+            "messages",
+        ),
+        (b'{"session_id": "s1", "messages": [], "input_tokens": 1}', "output_tokens"),
+        (b'{"session_id": "s2", "messages": [], "input_tokens": 1, "output_tokens": 1}', "'s2'"),
+    ],
+)
+def test_corrupt_files_raise_naming_session_and_file_and_stay_untouched(
+    store: SessionStore, content: bytes, reason: str
+) -> None:
+    store.directory.mkdir(parents=True)
+    path = store.directory / "s1.json"
+    path.write_bytes(content)
+    before = snapshot(store.directory)
+    with pytest.raises(CorruptSessionError, match=reason) as info:
+        store.load("s1")
+    assert "'s1'" in str(info.value)
+    assert str(path) in str(info.value)
+    assert info.value.path == path
+    assert snapshot(store.directory) == before
+    assert store.exists("s1")
+    assert store.list() == ["s1"]
+
+
+def test_too_new_file_is_refused_and_left_untouched(store: SessionStore) -> None:
+    store.directory.mkdir(parents=True)
+    (store.directory / "n.json").write_bytes(b'{"schema_version": 3, "session_id": "n"}')
+    before = snapshot(store.directory)
+    with pytest.raises(SchemaVersionError, match="'n'"):
+        store.load("n")
+    with pytest.raises(SchemaVersionError):
+        store.update("n", lambda s: s)
+    assert snapshot(store.directory) == before
+
+
+def test_loading_an_old_version_never_writes(store: SessionStore) -> None:
+    store.directory.mkdir(parents=True)
+    (store.directory / "old.json").write_text(
+        '{"session_id": "old", "messages": ["a"], "input_tokens": 1, "output_tokens": 2}'
+    )
+    before = snapshot(store.directory)
+    assert store.load("old").schema_version == 2
+    assert snapshot(store.directory) == before
+    assert sorted(p.name for p in store.directory.iterdir()) == ["old.json"]
+
+
+def test_file_over_max_bytes_is_refused_without_reading(tmp_path: Path) -> None:
+    small = SessionStore(tmp_path, max_bytes=100)
+    small.save(make("big", "x" * 200))
+    with pytest.raises(CorruptSessionError, match="over the store's max_bytes of 100"):
+        small.load("big")
+    assert SessionStore(tmp_path).load("big").messages == ("x" * 200,)
+
+
+def test_symlink_at_session_path_is_refused(store: SessionStore, tmp_path: Path) -> None:
+    outside = tmp_path / "outside.json"
+    outside.write_text(
+        '{"session_id": "s1", "messages": [], "input_tokens": 0, "output_tokens": 0}'
+    )
+    store.directory.mkdir(parents=True)
+    (store.directory / "s1.json").symlink_to(outside)
+    with pytest.raises(CorruptSessionError, match="symbolic link"):
+        store.load("s1")
+
+
+def test_fifo_at_session_path_is_refused_without_hanging(store: SessionStore) -> None:
+    store.directory.mkdir(parents=True)
+    os.mkfifo(store.directory / "f.json")
+    with pytest.raises(CorruptSessionError, match="FIFO"):
+        store.load("f")
+
+
+# --- writes ----------------------------------------------------------------
+
+
+def test_new_folder_is_private_and_files_are_0600(tmp_path: Path) -> None:
+    store = SessionStore(tmp_path / "a" / "b")
+    store.save(make())
+    assert stat.S_IMODE((tmp_path / "a" / "b").stat().st_mode) == 0o700
+    assert stat.S_IMODE((tmp_path / "a" / "b" / "s1.json").stat().st_mode) == 0o600
+
+
+def test_save_replaces_the_previous_version(store: SessionStore) -> None:
+    store.save(make("s", "one"))
+    store.save(make("s", "two"))
+    assert store.load("s").messages == ("two",)
+    assert sorted(p.name for p in store.directory.iterdir()) == [".locks", "s.json"]
+
+
+def test_failure_before_rename_keeps_old_file_and_leaves_no_temp(
+    store: SessionStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store.save(make("s", "old"))
+    old = (store.directory / "s.json").read_bytes()
+
+    def no_space(*args: Any, **kwargs: Any) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "replace", no_space)
+    with pytest.raises(SessionWriteError, match="previous version is intact") as info:
+        store.save(make("s", "new"))
+    assert info.value.errno == errno.ENOSPC
+    assert (store.directory / "s.json").read_bytes() == old
+    assert sorted(p.name for p in store.directory.iterdir()) == [".locks", "s.json"]
+
+
+def test_durable_save_fsyncs_file_and_folder_and_non_durable_does_not(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    synced: list[int] = []
+    real_fsync = os.fsync
+
+    def counting_fsync(fd: int) -> None:
+        synced.append(fd)
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", counting_fsync)
+    SessionStore(tmp_path / "d", durable=False).save(make())
+    assert synced == []
+    durable = SessionStore(tmp_path / "e")
+    durable.save(make())  # first save also creates (and syncs) the folders
+    synced.clear()
+    durable.save(make())
+    assert len(synced) == 2, "one fsync of the temp file, one of the folder"
+
+
+def test_save_returns_an_etag_stable_for_identical_bytes(store: SessionStore) -> None:
+    first = store.save(make("s", "a"))
+    again = store.save(make("s", "a"))
+    other = store.save(make("s", "b"))
+    assert first == again != other
+    assert store.load_with_etag("s") == (make("s", "b"), other)
+
+
+def test_if_match_saves_only_over_the_expected_version(store: SessionStore) -> None:
+    etag = store.save(make("s", "v1"))
+    newer = store.save(make("s", "v2"), if_match=etag)
+    before = snapshot(store.directory)
+    with pytest.raises(ConflictError, match="changed since it was read"):
+        store.save(make("s", "v3"), if_match=etag)
+    assert snapshot(store.directory) == before
+    assert store.load_with_etag("s")[1] == newer
+    with pytest.raises(ConflictError):
+        store.save(make("absent"), if_match=etag)
+    assert not store.exists("absent")
+
+
+def test_create_refuses_an_existing_id(store: SessionStore) -> None:
+    store.create(make("c", "first"))
+    with pytest.raises(ConflictError, match="already exists"):
+        store.create(make("c", "second"))
+    assert store.load("c").messages == ("first",)
+
+
+def test_update_applies_the_function_under_the_lock(store: SessionStore) -> None:
+    store.save(make("u", "a", tokens=1))
+    result = store.update("u", lambda s: s.model_copy(update={"input_tokens": s.input_tokens + 1}))
+    assert result.input_tokens == 2
+    assert store.load("u") == result
+
+
+def test_update_refuses_a_function_that_changes_the_id(store: SessionStore) -> None:
+    store.save(make("u"))
+    with pytest.raises(ValueError, match="changed the session id"):
+        store.update("u", lambda s: s.model_copy(update={"session_id": "v"}))
+    assert store.list() == ["u"]
+
+
+def test_update_of_a_missing_session_raises_not_found(store: SessionStore) -> None:
+    with pytest.raises(SessionNotFoundError):
+        store.update("nobody", lambda s: s)
+
+
+def test_append_creates_then_appends_and_keeps_timestamps(store: SessionStore) -> None:
+    created = store.append_messages("a", ["hi"], input_tokens=2, output_tokens=3)
+    assert created.messages == ("hi",)
+    assert created.created_at is not None
+    assert created.created_at == created.updated_at
+    later = store.append_messages("a", ["there", "you"], input_tokens=1)
+    assert later.messages == ("hi", "there", "you")
+    assert (later.input_tokens, later.output_tokens) == (3, 3)
+    assert later.created_at == created.created_at
+    assert later.updated_at is not None
+    assert later.updated_at >= created.created_at
+    assert store.load("a") == later
+
+
+def test_append_refuses_a_bare_string_and_unstorable_text(store: SessionStore) -> None:
+    with pytest.raises(TypeError, match="single string"):
+        store.append_messages("a", "oops")
+    with pytest.raises(ValueError, match="surrogate"):
+        store.append_messages("a", ["bad \ud800"])
+    assert not store.exists("a")
+
+
+def test_memory_store_behaves_like_the_file_store() -> None:
+    memory = sessionstore.MemorySessionStore()
+    etag = memory.save(make("m", "x"))
+    assert memory.load_with_etag("m") == (make("m", "x"), etag)
+    assert memory.list() == ["m"]
+    assert memory.delete("m") is True
+    assert memory.delete("m") is False
+    with pytest.raises(SessionNotFoundError, match="'m'"):
+        memory.load("m")
