@@ -170,3 +170,26 @@ def test_every_valid_session_encodes_and_decodes_equal(session: StoredSession) -
 def test_encoding_is_stable_for_equal_sessions(session: StoredSession) -> None:
     again = StoredSession.model_validate(session.model_dump())
     assert encode(again) == encode(session)
+
+
+def test_model_copy_with_update_validates_like_construction() -> None:
+    session = make()
+    assert session.model_copy(update={"messages": ["x"]}).messages == ("x",)
+    with pytest.raises(ValidationError, match="input_tokens"):
+        session.model_copy(update={"input_tokens": -1})
+    with pytest.raises(ValidationError, match="surrogate"):
+        session.model_copy(update={"messages": ("\ud800",)})
+
+
+def test_model_copy_without_update_is_an_equal_copy() -> None:
+    session = make(metadata={"a": [1]})
+    assert session.model_copy() == session
+    assert session.model_copy(deep=True).metadata is not session.metadata
+
+
+def test_encoding_a_session_built_around_validation_raises_value_error() -> None:
+    bogus = StoredSession.model_construct(
+        session_id="s1", messages=("\ud800",), input_tokens=0, output_tokens=0
+    )
+    with pytest.raises(ValueError, match="'s1' cannot be encoded"):
+        encode(bogus)

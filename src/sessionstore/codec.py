@@ -47,9 +47,14 @@ class DecodedSession:
 def encode(session: StoredSession) -> bytes:
     """Return the document bytes of ``session``: orjson, 2-space indent, model key order.
 
-    Never fails for a session the model accepted.
+    Never fails for a session the model validated; raises ``ValueError`` for one built
+    around validation (``model_construct``) with values JSON cannot hold.
     """
-    return orjson.dumps(dict(session), option=_ENCODE_OPTIONS)
+    try:
+        return orjson.dumps(dict(session), option=_ENCODE_OPTIONS)
+    except orjson.JSONEncodeError as exc:
+        msg = f"session {session.session_id!r} cannot be encoded as JSON: {exc}"
+        raise ValueError(msg) from None
 
 
 def decode(data: bytes, *, session_id: str | None = None, path: object = None) -> StoredSession:

@@ -12,8 +12,9 @@ session the model accepts always saves, and always loads back equal.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from datetime import datetime, timezone
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import (
     AwareDatetime,
@@ -48,6 +49,8 @@ orjson writes at most 254 nested containers; the session document is one of them
 
 _MIN_JSON_INT = -(2**63)
 _MAX_JSON_INT = 2**64 - 1
+
+_S = TypeVar("_S", bound="StoredSession")
 
 TokenCount = Annotated[StrictInt, Field(ge=0, le=MAX_TOKENS)]
 
@@ -143,6 +146,16 @@ class StoredSession(BaseModel):
         default_factory=dict,
         description="Free-form JSON object for the application's own data.",
     )
+
+    def model_copy(self: _S, *, update: Mapping[str, Any] | None = None, deep: bool = False) -> _S:
+        """Return a copy; with ``update``, the result is validated like a new session.
+
+        Plain Pydantic skips validation here, which would let a copy carry values
+        that cannot be stored (a negative token count, a lone surrogate).
+        """
+        if not update:
+            return super().model_copy(deep=deep)
+        return self.model_validate({**dict(self), **update})
 
     @field_validator("session_id")
     @classmethod
