@@ -1,0 +1,412 @@
+"""The ``sessionstore`` command: inspect, validate and migrate folders of sessions.
+
+``main(argv) -> int`` returns the exit code: 0 ok, 1 problems found, 2 usage or
+operational error (bad id, unreadable folder, interrupted). Errors are printed as
+``error: ...`` on stderr, never as a traceback. ``--json`` prints one JSON
+document on stdout with stable keys (see README).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections import Counter
+from collections.abc import Iterator, Sequence
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, TextIO, TypeVar
+
+import orjson
+
+from sessionstore import maintenance
+from sessionstore.codec import encode
+from sessionstore.errors import (
+    InvalidSessionIdError,
+    SessionStoreError,
+)
+from sessionstore.schemas import diff_schemas, write_schemas
+from sessionstore.store import DEFAULT_SESSION_DIR, SessionStore
+
+__all__ = ["main"]
+
+OK, PROBLEMS, ERROR = 0, 1, 2
+_T = TypeVar("_T")
+
+
+class _UsageError(Exception):
+    """A mistake in the command line that argparse cannot see."""
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line ``argv`` (default: ``sys.argv[1:]``); return the exit code."""
+    parser = _parser()
+    args = parser.parse_args(argv)
+    try:
+        code: int = args.handler(args)
+    except (_UsageError, SessionStoreError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return ERROR
+    except KeyboardInterrupt:
+        print("\ninterrupted: every file is either old or new; rerun to finish", file=sys.stderr)
+        return ERROR
+    except BrokenPipeError:
+        # The reader went away (``| head``); nothing left to say.
+        sys.stderr.close()
+        return OK
+    except OSError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return ERROR
+    return code
+
+
+# --- commands --------------------------------------------------------------
+
+
+def _cmd_ls(args: argparse.Namespace) -> int:
+    directory = _existing_folder(args.dir)
+    _, reports = maintenance.inspect_folder(directory)
+    rows = list(reports) if args.json else None
+    if args.json:
+        assert rows is not None  # set just above
+        _emit({"directory": str(directory), "sessions": [r.as_json() for r in rows]})
+        return OK
+    count = 0
+    print(f"{'ID':<32} {'VER':>3} {'MSGS':>6} {'IN':>10} {'OUT':>10} {'SIZE':>9}  MODIFIED  STATUS")
+    for report in reports:
+        count += 1
+        print(
+            f"{report.session_id or report.name:<32} {_show(report.schema_version):>3} "
+            f"{_show(report.messages):>6} {_show(report.input_tokens):>10} "
+            f"{_show(report.output_tokens):>10} {_show(report.size):>9}  "
+            f"{_when(report.modified)}  {report.status}"
+        )
+    print(f"{count} file(s) in {directory}")
+    return OK
+
+
+def _cmd_show(args: argparse.Namespace) -> int:
+    store = SessionStore(_existing_folder(args.dir))
+    try:
+        session = store.load(args.id)
+    except InvalidSessionIdError:
+        raise
+    except SessionStoreError as exc:
+        # Not found, corrupt, too new, unreadable: the session cannot be shown.
+        print(f"error: {exc}", file=sys.stderr)
+        return PROBLEMS
+    sys.stdout.write(encode(session).decode("utf-8"))
+    return OK
+
+
+def _cmd_validate(args: argparse.Namespace) -> int:
+    directory = _existing_folder(args.dir)
+    total, reports = maintenance.inspect_folder(directory)
+    counts: Counter[str] = Counter()
+    files = []
+    for report in _progress(reports, total, "validate", args):
+        counts[report.status] += 1
+        if args.json:
+            files.append(report.as_json())
+        elif report.status != maintenance.CURRENT:
+            print(f"{report.status}: {report.name}: {report.detail}")
+    problems = sum(counts[s] for s in maintenance.PROBLEMS)
+    if args.json:
+        _emit(
+            {
+                "directory": str(directory),
+                "ok": problems == 0,
+                "summary": _summary(counts, total),
+                "files": files,
+            }
+        )
+    else:
+        print(_summary_line(counts, total, directory))
+    return PROBLEMS if problems else OK
+
+
+def _cmd_migrate(args: argparse.Namespace) -> int:
+    directory = _existing_folder(args.dir)
+    dry = args.dry_run or args.check
+    backup = Path(args.backup) if args.backup else None
+    if backup is not None and backup.resolve() == directory.resolve():
+        msg = "--backup must be another folder than --dir"
+        raise _UsageError(msg)
+    total, results = maintenance.migrate_folder(directory, dry_run=dry, backup=backup)
+    counts: Counter[str] = Counter()
+    files = []
+    for report, action in _progress(results, total, "migrate", args):
+        counts[action] += 1
+        counts[report.status] += 1
+        if args.json:
+            files.append({**report.as_json(), "action": action})
+        elif action in ("migrated", "would migrate"):
+            print(f"{action}: {report.name} ({report.detail})")
+        elif action == "skipped":
+            print(f"skipped: {report.status}: {report.name}: {report.detail}")
+    problems = sum(counts[s] for s in maintenance.PROBLEMS)
+    pending = counts["would migrate"]
+    summary = {
+        "files": total,
+        "migrated": counts["migrated"],
+        "would_migrate": pending,
+        "unchanged": counts["unchanged"],
+        "skipped": counts["skipped"],
+    }
+    if args.json:
+        _emit(
+            {
+                "directory": str(directory),
+                "dry_run": dry,
+                "ok": problems == 0 and not (args.check and pending),
+                "summary": summary,
+                "files": files,
+            }
+        )
+    else:
+        verb = "would migrate" if dry else "migrated"
+        print(
+            f"{total} file(s): {summary['migrated'] or pending} {verb}, "
+            f"{summary['unchanged']} already current, {summary['skipped']} skipped (problems)"
+        )
+    if problems or (args.check and pending):
+        return PROBLEMS
+    return OK
+
+
+def _cmd_doctor(args: argparse.Namespace) -> int:
+    directory = _existing_folder(args.dir)
+    findings = list(maintenance.find_debris(directory, grace_seconds=args.grace))
+    results = []
+    unresolved = 0
+    for item in _progress(iter(findings), len(findings), "doctor", args):
+        action = "found"
+        if args.fix and item.kind != "fresh-temp":
+            action = maintenance.remove_debris(item)
+        elif item.kind != "fresh-temp":
+            unresolved += 1
+        results.append({**item.as_json(), "action": action})
+        if not args.json:
+            print(f"{item.kind}: {item.path}: {item.detail} [{action}]")
+    if args.json:
+        _emit({"directory": str(directory), "ok": unresolved == 0, "findings": results})
+    else:
+        kinds = Counter(item.kind for item in findings)
+        listed = ", ".join(f"{n} {k}" for k, n in sorted(kinds.items())) or "nothing to fix"
+        print(f"{directory}: {listed}" + (" (fixed)" if args.fix and findings else ""))
+    return PROBLEMS if unresolved else OK
+
+
+def _cmd_schema_export(args: argparse.Namespace) -> int:
+    written = write_schemas(Path(args.out))
+    if args.json:
+        _emit({"written": [str(p) for p in written]})
+    else:
+        for path in written:
+            print(f"wrote {path}")
+    return OK
+
+
+def _cmd_schema_check(args: argparse.Namespace) -> int:
+    folder = Path(args.folder)
+    if not folder.is_dir():
+        msg = f"no such folder: {folder}"
+        raise _UsageError(msg)
+    problems = diff_schemas(folder)
+    if args.json:
+        _emit({"directory": str(folder), "ok": not problems, "problems": problems})
+    else:
+        for problem in problems:
+            print(problem)
+        print(f"{folder}: " + ("schemas differ from the models" if problems else "schemas match"))
+    return PROBLEMS if problems else OK
+
+
+def _cmd_delete(args: argparse.Namespace) -> int:
+    deleted = SessionStore(_existing_folder(args.dir)).delete(args.id)
+    if args.json:
+        _emit({"session_id": args.id, "deleted": deleted})
+    else:
+        print(f"deleted {args.id}" if deleted else f"no session {args.id!r}: nothing deleted")
+    return OK if deleted else PROBLEMS
+
+
+# --- helpers ---------------------------------------------------------------
+
+
+def _existing_folder(value: str) -> Path:
+    folder = Path(value)
+    if not folder.is_dir():
+        msg = f"no such folder: {folder}" if not folder.exists() else f"not a folder: {folder}"
+        raise _UsageError(msg)
+    return folder
+
+
+def _emit(document: dict[str, Any]) -> None:
+    sys.stdout.write(orjson.dumps(document, option=orjson.OPT_INDENT_2).decode() + "\n")
+
+
+def _show(value: object) -> str:
+    return "-" if value is None else str(value)
+
+
+def _when(timestamp: float | None) -> str:
+    if timestamp is None:
+        return "-".ljust(20)
+    return datetime.fromtimestamp(timestamp, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _summary(counts: Counter[str], total: int) -> dict[str, int]:
+    statuses = [
+        maintenance.CURRENT,
+        maintenance.NEEDS_MIGRATION,
+        maintenance.REPAIRABLE,
+        *sorted(maintenance.PROBLEMS),
+    ]
+    return {"files": total, **{status: counts[status] for status in statuses}}
+
+
+def _summary_line(counts: Counter[str], total: int, directory: Path) -> str:
+    parts = [
+        f"{n} {status}" for status, n in _summary(counts, total).items() if n and status != "files"
+    ]
+    return f"{directory}: {total} file(s)" + (": " + ", ".join(parts) if parts else "")
+
+
+def _progress(
+    items: Iterator[_T], total: int, label: str, args: argparse.Namespace
+) -> Iterator[_T]:
+    """Pass ``items`` through, drawing a progress bar on stderr when it is a terminal."""
+    stream: TextIO = sys.stderr
+    if args.json or not stream.isatty() or total == 0:
+        yield from items
+        return
+    last = 0.0
+    for done, item in enumerate(items, 1):
+        now = time.monotonic()
+        if now - last > 0.1 or done == total:
+            last = now
+            filled = int(30 * done / total)
+            stream.write(f"\r{label} [{'#' * filled}{'.' * (30 - filled)}] {done}/{total}")
+            stream.flush()
+        yield item
+    stream.write("\n")
+
+
+def _parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--dir",
+        default=str(DEFAULT_SESSION_DIR),
+        metavar="DIR",
+        help=f"folder of sessions (default: {DEFAULT_SESSION_DIR})",
+    )
+    common.add_argument("--json", action="store_true", help="print one JSON document on stdout")
+
+    parser = argparse.ArgumentParser(
+        prog="sessionstore",
+        description="Inspect, validate and migrate folders of sessionstore sessions.",
+        epilog="Exit codes: 0 ok, 1 problems found, 2 usage or operational error.",
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def add(name: str, summary: str, example: str) -> argparse.ArgumentParser:
+        return commands.add_parser(
+            name,
+            parents=[common],
+            help=summary,
+            description=summary,
+            epilog=f"example:\n  {example}",
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
+
+    sub = add(
+        "ls",
+        "list every session file with version, counts, size and time",
+        "sessionstore ls --dir .port_sessions",
+    )
+    sub.set_defaults(handler=_cmd_ls)
+
+    sub = add(
+        "show",
+        "print a session as JSON, migrated in memory to the current version",
+        "sessionstore show chat-42 --dir .port_sessions",
+    )
+    sub.add_argument("id", help="session id")
+    sub.set_defaults(handler=_cmd_show)
+
+    sub = add(
+        "validate",
+        "check every *.json file; writes nothing (exit 1 on any problem)",
+        "sessionstore validate --dir .port_sessions --json",
+    )
+    sub.set_defaults(handler=_cmd_validate)
+
+    sub = add(
+        "migrate",
+        "rewrite older-version files as the current version, atomically",
+        "sessionstore migrate --dir .port_sessions --backup backups/2026-11-25",
+    )
+    mode = sub.add_mutually_exclusive_group()
+    mode.add_argument("--dry-run", action="store_true", help="write nothing; say what would change")
+    mode.add_argument(
+        "--check",
+        action="store_true",
+        help="write nothing; exit 1 if any file needs migrating (for CI)",
+    )
+    sub.add_argument("--backup", metavar="DIR", help="copy each file here before rewriting it")
+    sub.set_defaults(handler=_cmd_migrate)
+
+    sub = add(
+        "doctor",
+        "find stale temp files, stray lock files and corrupt files",
+        "sessionstore doctor --dir .port_sessions --fix",
+    )
+    sub.add_argument(
+        "--fix",
+        action="store_true",
+        help="remove stale temp and stray lock files; move corrupt files to "
+        "DIR/.quarantine/ (never deletes session data)",
+    )
+    sub.add_argument(
+        "--grace",
+        type=float,
+        default=3600.0,
+        metavar="SECONDS",
+        help="temp files younger than this may belong to a running writer (default: 3600)",
+    )
+    sub.set_defaults(handler=_cmd_doctor)
+
+    sub = add(
+        "delete",
+        "delete one session (exit 1 if there was none)",
+        "sessionstore delete chat-42 --dir .port_sessions",
+    )
+    sub.add_argument("id", help="session id")
+    sub.set_defaults(handler=_cmd_delete)
+
+    schema = commands.add_parser(
+        "schema",
+        help="export or check the JSON Schemas",
+        description="export or check the JSON Schema of every version",
+    )
+    schema_commands = schema.add_subparsers(dest="schema_command", required=True, metavar="ACTION")
+    sub = schema_commands.add_parser(
+        "export",
+        help="write session.vN.json for every version",
+        parents=[common],
+        epilog="example:\n  sessionstore schema export --out schemas",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    sub.add_argument("--out", required=True, metavar="DIR", help="folder to write into")
+    sub.set_defaults(handler=_cmd_schema_export)
+    sub = schema_commands.add_parser(
+        "check",
+        help="exit 1 when a folder's schemas differ from the models",
+        parents=[common],
+        epilog="example:\n  sessionstore schema check schemas",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    sub.add_argument("folder", metavar="DIR")
+    sub.set_defaults(handler=_cmd_schema_check)
+    return parser
