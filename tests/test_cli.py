@@ -437,3 +437,53 @@ def test_current_files_written_by_the_library_are_left_alone(
     before = snapshot(tmp_path)
     assert run(capsys, "migrate", "--dir", str(tmp_path))[0] == 0
     assert snapshot(tmp_path) == before
+
+
+class _Terminal:
+    """A stderr that says it is a terminal and records what is drawn."""
+
+    def __init__(self) -> None:
+        self.text = ""
+
+    def isatty(self) -> bool:
+        return True
+
+    def write(self, text: str) -> int:
+        self.text += text
+        return len(text)
+
+    def flush(self) -> None:
+        pass
+
+
+@pytest.mark.parametrize("command", ["validate", "migrate", "doctor"])
+def test_progress_bar_is_drawn_on_a_terminal_but_not_with_json(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], mixed: Path, command: str
+) -> None:
+    terminal = _Terminal()
+    monkeypatch.setattr(sys, "stderr", terminal)
+    main([command, "--dir", str(mixed), "--json"])
+    assert terminal.text == ""
+    main([command, "--dir", str(mixed)])
+    assert f"\r{command} [" in terminal.text
+    assert terminal.text.endswith("\n")
+
+
+def test_unreadable_file_is_reported_not_raised(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], clean: Path
+) -> None:
+    real_open = os.open
+
+    def deny(path: Any, *args: Any, **kwargs: Any) -> int:
+        if str(path).endswith("v2-minimal.json"):
+            raise PermissionError(13, "Permission denied", str(path))
+        return real_open(path, *args, **kwargs)
+
+    monkeypatch.setattr(os, "open", deny)
+    code, out, _ = run(capsys, "validate", "--dir", str(clean))
+    assert code == 1
+    assert "unreadable: v2-minimal.json" in out
+    assert "Permission denied" in out
+    code, _, err = run(capsys, "show", "v2-minimal", "--dir", str(clean))
+    assert code == 1
+    assert "Permission denied" in err
