@@ -17,17 +17,20 @@ from pathlib import Path
 from typing import Any
 
 from sessionstore.atomic import TEMP_NAME, fsync_directory, make_directory, write_atomic
+from sessionstore.backends.base import content_etag
 from sessionstore.backends.filesystem import SUFFIX
 from sessionstore.codec import DecodedSession, decode_document, encode
 from sessionstore.errors import (
+    ConflictError,
     CorruptSessionError,
     SchemaVersionError,
     SessionReadError,
+    SessionStoreError,
     SessionWriteError,
 )
 from sessionstore.ids import is_valid_session_id
 from sessionstore.locking import LOCK_DIR_NAME, STRIPES
-from sessionstore.store import DEFAULT_MAX_BYTES, SessionStore
+from sessionstore.store import DEFAULT_MAX_BYTES, BackendSessionStore, SessionStore
 
 __all__ = [
     "CURRENT",
@@ -37,9 +40,12 @@ __all__ = [
     "REPAIRABLE",
     "Debris",
     "FileReport",
+    "copy_store",
     "find_debris",
     "inspect_folder",
+    "inspect_store",
     "migrate_folder",
+    "migrate_store",
     "quarantine",
     "remove_debris",
 ]
@@ -368,3 +374,82 @@ def quarantine(path: Path, *, clock: Callable[[], float] = time.time) -> Path:
     fsync_directory(folder)
     fsync_directory(path.parent)
     return target
+
+
+# --- any backend (a PostgreSQL table, memory) ---------------------------------
+#
+# Backends other than a folder have no file names, temp files or special files:
+# every stored document has a valid id, so a report is about its content only.
+
+
+def _inspect_stored(store: BackendSessionStore, session_id: str) -> tuple[FileReport, bytes | None]:
+    where = store.backend.location(session_id)
+    name = str(where)
+    try:
+        data = store.backend.read(session_id, max_bytes=store.max_bytes)
+        if data is None:
+            return FileReport(name, UNREADABLE, session_id, detail=f"{where}: vanished"), None
+        decoded = decode_document(data, session_id=session_id, path=where)
+    except SchemaVersionError as exc:
+        return FileReport(name, TOO_NEW, session_id, detail=str(exc)), None
+    except CorruptSessionError as exc:
+        return FileReport(name, CORRUPT, session_id, detail=str(exc)), None
+    except SessionReadError as exc:
+        return FileReport(name, UNREADABLE, session_id, detail=str(exc)), None
+    return _loaded_report(name, decoded, {"size": len(data)}), data
+
+
+def inspect_store(store: BackendSessionStore) -> tuple[int, Iterator[FileReport]]:
+    """Like ``inspect_folder``, for the documents of any store (by id order). Reads only."""
+    ids = store.list()
+    return len(ids), (_inspect_stored(store, session_id)[0] for session_id in ids)
+
+
+def migrate_store(
+    store: BackendSessionStore, *, dry_run: bool = False
+) -> tuple[int, Iterator[tuple[FileReport, str]]]:
+    """Like ``migrate_folder``, for any store: each rewrite is a compare-and-swap on the
+    etag that was read, so a concurrent save is never overwritten (that document is
+    reported ``unchanged`` and left for the next run)."""
+    ids = store.list()
+
+    def run() -> Iterator[tuple[FileReport, str]]:
+        for session_id in ids:
+            report, data = _inspect_stored(store, session_id)
+            if data is None or report.status not in (NEEDS_MIGRATION, REPAIRABLE):
+                yield report, ("unchanged" if report.status == CURRENT else "skipped")
+                continue
+            if dry_run:
+                yield report, "would migrate"
+                continue
+            session = decode_document(data, session_id=session_id).session
+            try:
+                store.save(session, if_match=content_etag(data))
+            except ConflictError:
+                yield report, "unchanged"
+                continue
+            yield report, "migrated"
+
+    return len(ids), run()
+
+
+def copy_store(
+    source: BackendSessionStore, target: BackendSessionStore
+) -> Iterator[tuple[str, str, str]]:
+    """Copy every session of ``source`` into ``target``, migrated to the current version.
+
+    Yields ``(session_id, outcome, detail)`` with outcome ``copied`` (written, read
+    back and found equal) or ``failed`` (not loadable in the source, or not equal
+    after the copy; nothing else about it is written). Reads the source only.
+    """
+    for session_id in source.list():
+        try:
+            session = source.load(session_id)
+            target.save(session)
+            if target.load(session_id) != session:
+                yield session_id, "failed", "the copy does not read back equal"
+                continue
+        except SessionStoreError as exc:
+            yield session_id, "failed", str(exc)
+            continue
+        yield session_id, "copied", ""
