@@ -88,10 +88,6 @@ class FileReport:
         return asdict(self)
 
 
-def _json_names(directory: Path) -> list[str]:
-    """Sorted names of the ``*.json`` entries of ``directory``. Raises ``OSError``."""
-    with os.scandir(directory) as entries:
-        return sorted(entry.name for entry in entries if entry.name.endswith(SUFFIX))
 
 
 def _inspect(directory: Path, name: str, max_bytes: int) -> tuple[FileReport, bytes | None]:
@@ -165,9 +161,11 @@ def inspect_folder(
     return len(names), reports()
 
 
-def _list(directory: Path) -> list[str]:
+def _list(directory: Path, suffix: str = SUFFIX) -> list[str]:
+    """Sorted names of the entries of ``directory`` ending in ``suffix``."""
     try:
-        return _json_names(directory)
+        with os.scandir(directory) as entries:
+            return sorted(entry.name for entry in entries if entry.name.endswith(suffix))
     except OSError as exc:
         raise SessionReadError(
             f"cannot read the folder {directory}: {exc.strerror or exc}",
@@ -309,16 +307,7 @@ def find_debris(
     Raises ``SessionReadError`` when the folder cannot be listed.
     """
     now = time.time() if now is None else now
-    try:
-        with os.scandir(directory) as entries:
-            names = sorted(entry.name for entry in entries)
-    except OSError as exc:
-        raise SessionReadError(
-            f"cannot read the folder {directory}: {exc.strerror or exc}",
-            path=directory,
-            errno=exc.errno,
-        ) from exc
-    for name in names:
+    for name in _list(directory, suffix=""):
         path = directory / name
         match = TEMP_NAME.match(name)
         if match and match["target"].endswith(SUFFIX):
