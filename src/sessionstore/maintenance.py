@@ -88,8 +88,6 @@ class FileReport:
         return asdict(self)
 
 
-
-
 def _inspect(directory: Path, name: str, max_bytes: int) -> tuple[FileReport, bytes | None]:
     path = directory / name
     session_id = name[: -len(SUFFIX)]
