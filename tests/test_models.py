@@ -13,7 +13,7 @@ from pydantic import ValidationError
 
 from sessionstore import CURRENT_SCHEMA_VERSION, StoredSession
 from sessionstore.codec import decode, encode
-from sessionstore.models import MAX_METADATA_DEPTH, MAX_TOKENS
+from sessionstore.models import DECODED_TEXT, MAX_METADATA_DEPTH, MAX_TOKENS
 from sessionstore.testing import strategies as sst
 
 
@@ -102,6 +102,29 @@ def test_lone_surrogates_are_refused_anywhere(overrides: dict[str, Any]) -> None
 def test_lone_surrogate_error_names_the_message_index() -> None:
     with pytest.raises(ValidationError, match=r"messages\[1\]"):
         make(messages=("ok", "bad \udfff"))
+
+
+def test_only_the_codecs_own_context_skips_the_text_check() -> None:
+    # The codec's shortcut is keyed by identity: an equal context from a caller
+    # (or any other context) must still be checked.
+    doc = {
+        "session_id": "s1",
+        "messages": ["ok", "bad \udfff"],
+        "input_tokens": 0,
+        "output_tokens": 0,
+    }
+    with pytest.raises(ValidationError, match="surrogate"):
+        StoredSession.model_validate(doc, context=dict(DECODED_TEXT))
+    with pytest.raises(ValidationError, match="surrogate"):
+        StoredSession.model_validate(doc, context={"other": 1})
+
+
+def test_decoded_files_cannot_smuggle_lone_surrogates() -> None:
+    # The shortcut is sound because orjson refuses lone surrogates, escaped or raw.
+    with pytest.raises(orjson.JSONDecodeError):
+        orjson.loads(rb'{"messages": ["\udfff"]}')
+    with pytest.raises(orjson.JSONDecodeError):
+        orjson.loads(b'{"messages": ["\xed\xbf\xbf"]}')
 
 
 @pytest.mark.parametrize("value", [2**64, -(2**63) - 1, math.nan, math.inf, -math.inf])

@@ -19,7 +19,7 @@ from pydantic import ValidationError
 
 from sessionstore.errors import CorruptSessionError, SchemaVersionError
 from sessionstore.migrations import Document, read_version, upgrade
-from sessionstore.models import CURRENT_SCHEMA_VERSION, MODELS, StoredSession
+from sessionstore.models import CURRENT_SCHEMA_VERSION, DECODED_TEXT, MODELS, StoredSession
 
 __all__ = ["DecodedSession", "decode", "decode_document", "encode"]
 
@@ -122,7 +122,7 @@ def decode_document(
         doc = upgrade(doc, version)
 
     try:
-        session = StoredSession.model_validate(doc)
+        session = StoredSession.model_validate(doc, context=DECODED_TEXT)
     except ValidationError as exc:
         raise corrupt(_describe(exc)) from None
     if session_id is not None and session.session_id != session_id:
