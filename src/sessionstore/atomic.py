@@ -19,6 +19,7 @@ Every system call goes through the ``os`` module so tests can inject faults.
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import re
 import secrets
@@ -30,6 +31,7 @@ TEMP_NAME = re.compile(r"^\.(?P<target>.+)\.(?P<token>[0-9a-f]{16})\.tmp$")
 """Matches the names of the temp files ``write_atomic`` creates (and may leave after a crash)."""
 
 _TEMP_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+_TEMP_ATTEMPTS = 16
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
 
 
@@ -82,12 +84,7 @@ def write_atomic(
     the folder fsync to the caller (a batch of writes may share one); until then
     the rename is not durable, so do not report the write as done before it.
     """
-    temp = directory / f".{name}.{secrets.token_hex(8)}.tmp"
-    try:
-        fd = os.open(temp, _TEMP_FLAGS, 0o600)
-    except FileNotFoundError:
-        make_directory(directory, durable=durable)
-        fd = os.open(temp, _TEMP_FLAGS, 0o600)
+    temp, fd = _create_temp(directory, name, durable=durable)
     try:
         try:
             view = memoryview(data)
@@ -108,6 +105,23 @@ def write_atomic(
             fsync_directory(directory)
         except OSError as exc:
             raise RenamedButNotSynced(exc) from exc
+
+
+def _create_temp(directory: Path, name: str, *, durable: bool) -> tuple[Path, int]:
+    """Create a fresh temp file next to ``name``; return its path and descriptor."""
+    for _ in range(_TEMP_ATTEMPTS):
+        temp = directory / f".{name}.{secrets.token_hex(8)}.tmp"
+        try:
+            return temp, os.open(temp, _TEMP_FLAGS, 0o600)
+        except FileNotFoundError:
+            make_directory(directory, durable=durable)
+            return temp, os.open(temp, _TEMP_FLAGS, 0o600)
+        except FileExistsError:
+            # Something (a crashed writer's leftover, or a planted link) holds this
+            # name: O_EXCL refused to touch it; try another random name.
+            continue
+    msg = f"no free temp file name in {directory} after {_TEMP_ATTEMPTS} attempts"
+    raise FileExistsError(errno.EEXIST, msg)
 
 
 def remove_durably(path: Path, *, durable: bool = True) -> None:
