@@ -1,5 +1,6 @@
 """Properties of the store: round-trip fidelity and delete idempotence, through the
-class and through the seed-compatible functions."""
+class and the seed-compatible functions, and (the packaged conformance properties)
+through every backend."""
 
 from __future__ import annotations
 
@@ -23,6 +24,9 @@ from sessionstore import (
     session_exists,
 )
 from sessionstore.testing import strategies as sst
+from sessionstore.testing.conformance import delete_idempotence_test, round_trip_test
+from tests.pg import postgres_only, postgres_subject
+from tests.test_store_stateful import file_subject, memory_subject
 
 
 def _files(folder: Path) -> list[str]:
@@ -103,3 +107,12 @@ def test_delete_is_idempotent_and_exists_list_load_agree(ops: list[tuple[str, st
                 else:
                     assert load_session(other, tmp).session_id == other
         assert not [name for name in _files(Path(tmp)) if name.endswith(".tmp")]
+
+
+# The packaged conformance properties, once per backend.
+test_round_trip_file_backend = round_trip_test(file_subject)
+test_round_trip_memory_backend = round_trip_test(memory_subject)
+test_round_trip_postgres_backend = postgres_only(round_trip_test(postgres_subject))
+test_delete_idempotence_file_backend = delete_idempotence_test(file_subject)
+test_delete_idempotence_memory_backend = delete_idempotence_test(memory_subject)
+test_delete_idempotence_postgres_backend = postgres_only(delete_idempotence_test(postgres_subject))

@@ -1,7 +1,8 @@
-"""A state machine drives the store and a plain dict with the same calls; they must agree.
+"""The packaged conformance state machine against every backend: each must agree with a dict.
 
-Runs against the file store (with reopening and a save that fails before the
-rename) and the memory store.
+The file store also reopens, fails saves before the rename and must leave no temp
+files; the memory store reopens on the same backend; PostgreSQL reopens on the same
+table and fails saves before the statement reaches the server.
 """
 
 from __future__ import annotations
@@ -11,115 +12,51 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
+from typing import Any
 from unittest import mock
 
-import pytest
-from hypothesis import strategies as st
-from hypothesis.stateful import (
-    Bundle,
-    RuleBasedStateMachine,
-    initialize,
-    invariant,
-    precondition,
-    rule,
-)
-
-from sessionstore import (
-    MemorySessionStore,
-    SessionNotFoundError,
-    SessionStore,
-    SessionWriteError,
-    StoredSession,
-)
+from sessionstore import MemorySessionStore, SessionStore
 from sessionstore.atomic import TEMP_NAME
-from sessionstore.testing import strategies as sst
-
-# A small id pool makes saves, loads and deletes collide.
-IDS = st.sampled_from(["a", "b", "c-1", "D_2", "x" * 128])
+from sessionstore.testing.conformance import StoreUnderTest, make_state_machine
+from tests.pg import postgres_only, postgres_subject
 
 
-class FileStoreMachine(RuleBasedStateMachine):
-    ids = Bundle("ids")
+def file_subject() -> StoreUnderTest:
+    folder = Path(tempfile.mkdtemp(prefix="sessionstore-state-"))
+    store_dir = folder / "store"
 
-    def __init__(self) -> None:
-        super().__init__()
-        self.folder = Path(tempfile.mkdtemp(prefix="sessionstore-state-"))
-        self.store = self.open()
-        self.model: dict[str, StoredSession] = {}
+    def failing_save() -> Any:
+        return mock.patch.object(os, "replace", side_effect=OSError(errno.EIO, "injected"))
 
-    def open(self) -> SessionStore | MemorySessionStore:
-        return SessionStore(self.folder / "store", durable=False)
+    def no_temp_files_left() -> None:
+        if store_dir.exists():
+            assert [n for n in os.listdir(store_dir) if TEMP_NAME.match(n)] == []
 
-    @initialize()
-    def start_empty(self) -> None:
-        assert self.store.list() == []
-
-    @rule(target=ids, session_id=IDS)
-    def add_id(self, session_id: str) -> str:
-        return session_id
-
-    @rule(session_id=ids, session=sst.sessions(ids=st.just("placeholder")))
-    def save(self, session_id: str, session: StoredSession) -> None:
-        session = session.model_copy(update={"session_id": session_id})
-        self.store.save(session)
-        self.model[session_id] = session
-
-    @rule(session_id=ids)
-    def load(self, session_id: str) -> None:
-        if session_id in self.model:
-            assert self.store.load(session_id) == self.model[session_id]
-        else:
-            with pytest.raises(SessionNotFoundError):
-                self.store.load(session_id)
-
-    @rule(session_id=ids)
-    def delete(self, session_id: str) -> None:
-        assert self.store.delete(session_id) is (session_id in self.model)
-        self.model.pop(session_id, None)
-
-    @rule(session_id=ids)
-    def exists(self, session_id: str) -> None:
-        assert self.store.exists(session_id) is (session_id in self.model)
-
-    @rule()
-    def reopen(self) -> None:
-        self.store = self.open()
-
-    @precondition(lambda self: isinstance(self.store, SessionStore))
-    @rule(session_id=ids, session=sst.sessions(ids=st.just("placeholder")))
-    def save_fails_before_rename(self, session_id: str, session: StoredSession) -> None:
-        session = session.model_copy(update={"session_id": session_id})
-        failure = OSError(errno.EIO, "injected I/O error")
-        with (
-            mock.patch.object(os, "replace", side_effect=failure),
-            pytest.raises(SessionWriteError),
-        ):
-            self.store.save(session)
-        # The model is unchanged: the old version (or nothing) must still be there.
-
-    @invariant()
-    def listing_matches_model(self) -> None:
-        assert self.store.list() == sorted(self.model)
-
-    @invariant()
-    def no_temp_files_left(self) -> None:
-        folder = self.folder / "store"
-        if folder.exists():
-            assert [n for n in os.listdir(folder) if TEMP_NAME.match(n)] == []
-
-    def teardown(self) -> None:
-        shutil.rmtree(self.folder, ignore_errors=True)
+    return StoreUnderTest(
+        SessionStore(store_dir, durable=False),
+        reopen=lambda: SessionStore(store_dir, durable=False),
+        failing_save=failing_save,
+        check=no_temp_files_left,
+        cleanup=lambda: shutil.rmtree(folder, ignore_errors=True),
+    )
 
 
-class MemoryStoreMachine(FileStoreMachine):
-    def open(self) -> SessionStore | MemorySessionStore:
-        # Reopening a memory store keeps its backend, as a new handle would.
-        existing = getattr(self, "store", None)
-        store = MemorySessionStore()
-        if existing is not None:
-            store.backend = existing.backend
-        return store
+def memory_subject() -> StoreUnderTest:
+    store = MemorySessionStore()
+
+    def reopen() -> MemorySessionStore:
+        # A new handle on the same backend, as a new handle on a folder would be.
+        again = MemorySessionStore()
+        again.backend = store.backend
+        return again
+
+    return StoreUnderTest(store, reopen=reopen)
 
 
-TestFileStore = FileStoreMachine.TestCase
-TestMemoryStore = MemoryStoreMachine.TestCase
+TestFileStore = make_state_machine(file_subject, name="FileStoreMachine").TestCase
+TestMemoryStore = make_state_machine(memory_subject, name="MemoryStoreMachine").TestCase
+
+
+TestPostgresStore = postgres_only(
+    make_state_machine(postgres_subject, name="PostgresStoreMachine").TestCase
+)

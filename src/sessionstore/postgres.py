@@ -1,0 +1,75 @@
+"""``PostgresSessionStore``: validated, versioned sessions in a PostgreSQL table.
+
+Needs the ``postgres`` extra (``pip install 'sessionstore[postgres]'``). Not
+imported by ``import sessionstore``; import it from here.
+"""
+
+from __future__ import annotations
+
+from types import TracebackType
+from typing import TYPE_CHECKING, Any
+
+from sessionstore.backends.postgres import PostgresBackend
+from sessionstore.store import DEFAULT_MAX_BYTES, BackendSessionStore
+
+if TYPE_CHECKING:
+    from psycopg_pool import ConnectionPool
+
+__all__ = ["PostgresBackend", "PostgresSessionStore"]
+
+
+class PostgresSessionStore(BackendSessionStore):
+    """Sessions as rows of one PostgreSQL table, shared by every process and machine.
+
+    ``dsn_or_pool`` is a connection string (``postgresql://user@host:5432/db``; the
+    store opens its own connections and ``close`` closes them) or a
+    ``psycopg_pool.ConnectionPool`` (borrowed). Same methods and errors as
+    ``SessionStore``; ``update`` and ``append_messages`` hold a transaction-scoped
+    advisory lock, so no update is lost across processes. Call ``setup()`` once to
+    create the table; nothing is created on import or construction.
+    """
+
+    backend: PostgresBackend
+
+    def __init__(
+        self,
+        dsn_or_pool: str | ConnectionPool[Any],
+        *,
+        table: str = "sessions",
+        max_bytes: int = DEFAULT_MAX_BYTES,
+        lock_timeout: float = 30.0,
+        connect_timeout: float = 10.0,
+    ) -> None:
+        super().__init__(
+            PostgresBackend(
+                dsn_or_pool,
+                table=table,
+                lock_timeout=lock_timeout,
+                connect_timeout=connect_timeout,
+            ),
+            max_bytes=max_bytes,
+        )
+
+    @property
+    def table(self) -> str:
+        """The table name, as given."""
+        return self.backend.table
+
+    def setup(self) -> None:
+        """Create the table if it does not exist; idempotent. Raises ``SessionWriteError``."""
+        self.backend.setup()
+
+    def close(self) -> None:
+        """Close the connections the store opened; a borrowed pool stays open."""
+        self.backend.close()
+
+    def __enter__(self) -> PostgresSessionStore:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
