@@ -9,6 +9,7 @@ document on stdout with stable keys (see README).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 import time
 from collections import Counter
@@ -26,7 +27,7 @@ from sessionstore.errors import (
     SessionStoreError,
 )
 from sessionstore.schemas import diff_schemas, write_schemas
-from sessionstore.store import DEFAULT_SESSION_DIR, SessionStore
+from sessionstore.store import DEFAULT_SESSION_DIR, BackendSessionStore, SessionStore
 
 __all__ = ["main"]
 
@@ -43,7 +44,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
     try:
-        code: int = args.handler(args)
+        with contextlib.ExitStack() as args.resources:
+            code: int = args.handler(args)
     except (_UsageError, SessionStoreError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return ERROR
@@ -100,8 +102,13 @@ def _cmd_show(args: argparse.Namespace) -> int:
 
 
 def _cmd_validate(args: argparse.Namespace) -> int:
-    directory = _existing_folder(args.dir)
-    total, reports = maintenance.inspect_folder(directory)
+    if args.dsn:
+        store = _postgres_store(args, args.dsn, args.table)
+        directory: object = store.backend.description
+        total, reports = maintenance.inspect_store(store)
+    else:
+        directory = _existing_folder(args.dir)
+        total, reports = maintenance.inspect_folder(directory)
     counts: Counter[str] = Counter()
     files = []
     for report in _progress(reports, total, "validate", args):
@@ -126,13 +133,22 @@ def _cmd_validate(args: argparse.Namespace) -> int:
 
 
 def _cmd_migrate(args: argparse.Namespace) -> int:
-    directory = _existing_folder(args.dir)
     dry = args.dry_run or args.check
     backup = Path(args.backup) if args.backup else None
-    if backup is not None and backup.resolve() == directory.resolve():
-        msg = "--backup must be another folder than --dir"
-        raise _UsageError(msg)
-    total, results = maintenance.migrate_folder(directory, dry_run=dry, backup=backup)
+    if args.dsn:
+        if backup is not None:
+            msg = "--backup works with --dir only; back up a table with pg_dump"
+            raise _UsageError(msg)
+        store = _postgres_store(args, args.dsn, args.table)
+        directory: object = store.backend.description
+        total, results = maintenance.migrate_store(store, dry_run=dry)
+    else:
+        folder = _existing_folder(args.dir)
+        if backup is not None and backup.resolve() == folder.resolve():
+            msg = "--backup must be another folder than --dir"
+            raise _UsageError(msg)
+        directory = folder
+        total, results = maintenance.migrate_folder(folder, dry_run=dry, backup=backup)
     counts: Counter[str] = Counter()
     files = []
     for report, action in _progress(results, total, "migrate", args):
@@ -195,6 +211,78 @@ def _cmd_doctor(args: argparse.Namespace) -> int:
         listed = ", ".join(f"{n} {k}" for k, n in sorted(kinds.items())) or "nothing to fix"
         print(f"{directory}: {listed}" + (" (fixed)" if args.fix and findings else ""))
     return PROBLEMS if unresolved else OK
+
+
+def _cmd_copy(args: argparse.Namespace) -> int:
+    if bool(args.from_dir) == bool(args.from_dsn) or bool(args.to_dir) == bool(args.to_dsn):
+        msg = (
+            "copy needs one source (--from DIR or --from-dsn DSN) "
+            "and one target (--to DIR or --to-dsn DSN)"
+        )
+        raise _UsageError(msg)
+    source: BackendSessionStore = (
+        SessionStore(_existing_folder(args.from_dir))
+        if args.from_dir
+        else _postgres_store(args, args.from_dsn, args.table)
+    )
+    target: BackendSessionStore = (
+        SessionStore(args.to_dir)
+        if args.to_dir
+        else _postgres_store(args, args.to_dsn, args.table, create=True)
+    )
+    counts: Counter[str] = Counter()
+    results = []
+    total = len(source.list())
+    for session_id, outcome, detail in _progress(
+        maintenance.copy_store(source, target), total, "copy", args
+    ):
+        counts[outcome] += 1
+        if args.json:
+            results.append({"session_id": session_id, "outcome": outcome, "detail": detail})
+        elif outcome != "copied":
+            print(f"{outcome}: {session_id}: {detail}")
+    if args.json:
+        _emit(
+            {
+                "from": source.backend.description,
+                "to": target.backend.description,
+                "ok": counts["failed"] == 0,
+                "summary": {
+                    "sessions": total,
+                    "copied": counts["copied"],
+                    "failed": counts["failed"],
+                },
+                "sessions": results,
+            }
+        )
+    else:
+        print(
+            f"{total} session(s): {counts['copied']} copied and verified, "
+            f"{counts['failed']} failed "
+            f"({source.backend.description} -> {target.backend.description})"
+        )
+    return PROBLEMS if counts["failed"] else OK
+
+
+def _postgres_store(
+    args: argparse.Namespace, dsn: str, table: str, *, create: bool = False
+) -> BackendSessionStore:
+    """A store on ``table``, closed when the command ends. Only a copy's target
+    table is created (``create``): validate and migrate never run DDL, and a
+    missing table is an error."""
+    try:
+        from sessionstore.postgres import PostgresSessionStore  # noqa: PLC0415  # optional extra
+    except ImportError as exc:
+        msg = f"PostgreSQL support is not installed ({exc}): pip install 'sessionstore[postgres]'"
+        raise _UsageError(msg) from None
+    try:
+        store = PostgresSessionStore(dsn, table=table)
+    except ValueError as exc:
+        raise _UsageError(str(exc)) from None
+    args.resources.callback(store.close)
+    if create:
+        store.setup()
+    return store
 
 
 def _cmd_schema_export(args: argparse.Namespace) -> int:
@@ -266,7 +354,7 @@ def _summary(counts: Counter[str], total: int) -> dict[str, int]:
     return {"files": total, **{status: counts[status] for status in statuses}}
 
 
-def _summary_line(counts: Counter[str], total: int, directory: Path) -> str:
+def _summary_line(counts: Counter[str], total: int, directory: object) -> str:
     parts = [
         f"{n} {status}" for status, n in _summary(counts, total).items() if n and status != "files"
     ]
@@ -310,10 +398,16 @@ def _parser() -> argparse.ArgumentParser:
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    def add(name: str, summary: str, example: str) -> argparse.ArgumentParser:
+    dsn = argparse.ArgumentParser(add_help=False)
+    dsn.add_argument("--dsn", metavar="DSN", help="work on a PostgreSQL table instead of --dir")
+    dsn.add_argument("--table", default="sessions", help="PostgreSQL table (default: sessions)")
+
+    def add(
+        name: str, summary: str, example: str, *, parents: Sequence[argparse.ArgumentParser] = ()
+    ) -> argparse.ArgumentParser:
         return commands.add_parser(
             name,
-            parents=[common],
+            parents=[common, *parents],
             help=summary,
             description=summary,
             epilog=f"example:\n  {example}",
@@ -339,6 +433,7 @@ def _parser() -> argparse.ArgumentParser:
         "validate",
         "check every *.json file; writes nothing (exit 1 on any problem)",
         "sessionstore validate --dir .port_sessions --json",
+        parents=[dsn],
     )
     sub.set_defaults(handler=_cmd_validate)
 
@@ -346,6 +441,7 @@ def _parser() -> argparse.ArgumentParser:
         "migrate",
         "rewrite older-version files as the current version, atomically",
         "sessionstore migrate --dir .port_sessions --backup backups/2026-11-25",
+        parents=[dsn],
     )
     mode = sub.add_mutually_exclusive_group()
     mode.add_argument("--dry-run", action="store_true", help="write nothing; say what would change")
@@ -384,6 +480,18 @@ def _parser() -> argparse.ArgumentParser:
     )
     sub.add_argument("id", help="session id")
     sub.set_defaults(handler=_cmd_delete)
+
+    sub = add(
+        "copy",
+        "copy every session between a folder and a PostgreSQL table, verifying each",
+        "sessionstore copy --from .port_sessions --to-dsn postgresql://localhost/app",
+    )
+    sub.add_argument("--from", dest="from_dir", metavar="DIR", help="source folder")
+    sub.add_argument("--from-dsn", metavar="DSN", help="source PostgreSQL database")
+    sub.add_argument("--to", dest="to_dir", metavar="DIR", help="target folder")
+    sub.add_argument("--to-dsn", metavar="DSN", help="target PostgreSQL database")
+    sub.add_argument("--table", default="sessions", help="PostgreSQL table (default: sessions)")
+    sub.set_defaults(handler=_cmd_copy)
 
     schema = commands.add_parser(
         "schema",

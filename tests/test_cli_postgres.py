@@ -1,0 +1,145 @@
+"""The ``sessionstore`` command on a PostgreSQL table: validate/migrate ``--dsn`` and
+``copy`` between a folder and a table. Needs ``SESSIONSTORE_TEST_POSTGRES_DSN``."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+from psycopg import sql
+
+from sessionstore import SessionStore
+from sessionstore.backends.base import content_etag
+from sessionstore.cli import main
+from tests.pg import DSN, requires_postgres, unique_table
+
+pytestmark = requires_postgres
+
+CORPUS = Path(__file__).parent / "corpus"
+CORPUS_IDS = sorted(path.stem for path in CORPUS.glob("*.json"))
+
+
+def _rows(table: str) -> dict[str, tuple[int | None, bytes]]:
+    with psycopg.connect(DSN, autocommit=True) as conn:
+        rows = conn.execute(
+            sql.SQL("SELECT id, schema_version, document FROM {}").format(sql.Identifier(table))
+        ).fetchall()
+    return {row[0]: (row[1], bytes(row[2])) for row in rows}
+
+
+def _table_exists(table: str) -> bool:
+    with psycopg.connect(DSN, autocommit=True) as conn:
+        row = conn.execute("SELECT to_regclass(%s)", [table]).fetchone()
+    return row is not None and row[0] is not None
+
+
+@pytest.fixture
+def table() -> Iterator[str]:
+    name = unique_table("cli")
+    yield name
+    with psycopg.connect(DSN, autocommit=True) as conn:
+        conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(sql.Identifier(name)))
+
+
+@pytest.fixture
+def seeded(table: str) -> str:
+    """A table holding the raw bytes of the corpus (seed-written and current documents)."""
+    assert main(["copy", "--from", str(CORPUS), "--to-dsn", DSN, "--table", table]) == 0
+    # ``copy`` writes current-version documents; put the seed's bytes back as they were.
+    with psycopg.connect(DSN, autocommit=True) as conn:
+        for path in CORPUS.glob("v1-*.json"):
+            conn.execute(
+                sql.SQL(
+                    "UPDATE {} SET document = %s, etag = %s, schema_version = 1 WHERE id = %s"
+                ).format(sql.Identifier(table)),
+                [path.read_bytes(), content_etag(path.read_bytes()), path.stem],
+            )
+    return table
+
+
+def test_copy_folder_to_table_and_back_is_verified(
+    table: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["copy", "--from", str(CORPUS), "--to-dsn", DSN, "--table", table, "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["summary"] == {
+        "sessions": len(CORPUS_IDS),
+        "copied": len(CORPUS_IDS),
+        "failed": 0,
+    }
+    assert sorted(_rows(table)) == CORPUS_IDS
+    back = tmp_path / "back"
+    assert main(["copy", "--from-dsn", DSN, "--table", table, "--to", str(back)]) == 0
+    assert "copied and verified" in capsys.readouterr().out
+    original = SessionStore(CORPUS)
+    copied = SessionStore(back)
+    assert copied.list() == CORPUS_IDS
+    for session_id in CORPUS_IDS:
+        assert copied.load(session_id) == original.load(session_id)
+
+
+def test_validate_and_migrate_with_dsn(seeded: str, capsys: pytest.CaptureFixture[str]) -> None:
+    before = _rows(seeded)
+    old = sorted(i for i, (version, _) in before.items() if version == 1)
+    assert old  # the corpus has seed-written documents
+
+    # Older versions load (migrated in memory): not a problem for validate.
+    assert main(["validate", "--dsn", DSN, "--table", seeded, "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["summary"]["needs-migration"] + report["summary"]["repairable"] == len(old)
+    assert main(["migrate", "--dsn", DSN, "--table", seeded, "--check"]) == 1
+    assert main(["migrate", "--dsn", DSN, "--table", seeded, "--dry-run"]) == 0
+    capsys.readouterr()
+    assert _rows(seeded) == before  # validate, --check and --dry-run wrote nothing
+
+    assert main(["migrate", "--dsn", DSN, "--table", seeded, "--json"]) == 0
+    migrated = json.loads(capsys.readouterr().out)
+    assert migrated["summary"]["migrated"] == len(old)
+    after = _rows(seeded)
+    assert {i for i in after if after[i][0] == 2} == set(CORPUS_IDS)
+    for session_id in set(CORPUS_IDS) - set(old):
+        assert after[session_id] == before[session_id]  # current rows untouched
+
+    assert main(["migrate", "--dsn", DSN, "--table", seeded]) == 0  # idempotent
+    assert _rows(seeded) == after
+    assert main(["validate", "--dsn", DSN, "--table", seeded]) == 0
+
+
+def test_validate_on_a_missing_table_creates_nothing(
+    table: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["validate", "--dsn", DSN, "--table", table]) == 2
+    err = capsys.readouterr().err
+    assert "does not exist" in err
+    assert "Traceback" not in err
+    assert not _table_exists(table)
+
+
+@pytest.mark.parametrize("bad_table", ["1x", "a;drop", "a.b.c"])
+def test_bad_table_name_is_a_usage_error(
+    bad_table: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["validate", "--dsn", DSN, "--table", bad_table]) == 2
+    assert "table must be an identifier" in capsys.readouterr().err
+
+
+def test_unreachable_server_is_an_error_not_a_traceback(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    folder = tmp_path / "src"
+    shutil.copytree(CORPUS, folder)
+    dead = "postgresql://postgres@127.0.0.1:1/test?connect_timeout=2"
+    assert main(["copy", "--from", str(folder), "--to-dsn", dead]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ")
+    assert "127.0.0.1:1" in err
+    assert "Traceback" not in err
+
+
+def test_copy_needs_exactly_one_source_and_target(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["copy", "--from", str(CORPUS), "--from-dsn", DSN, "--to", "x"]) == 2
+    assert "one source" in capsys.readouterr().err
