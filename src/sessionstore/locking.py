@@ -18,6 +18,7 @@ sessions of the same store without deadlocking on a shared stripe.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import fcntl
 import hashlib
@@ -60,11 +61,21 @@ class StripedLocks:
         self.folder = Path(os.path.abspath(directory / LOCK_DIR_NAME))
         self.timeout = timeout
         self.durable = durable
+        # Each stripe's lock file and thread lock, looked up once (a save takes a lock).
+        self._stripes: list[tuple[Path, threading.RLock] | None] = [None] * STRIPES
 
     def path_for(self, key: str) -> Path:
         """The lock file that guards ``key``."""
-        stripe = int.from_bytes(hashlib.blake2b(key.encode(), digest_size=2).digest(), "big")
-        return self.folder / f"stripe-{stripe % STRIPES:02d}.lock"
+        return self._stripe(key)[0]
+
+    def _stripe(self, key: str) -> tuple[Path, threading.RLock]:
+        index = int.from_bytes(hashlib.blake2b(key.encode(), digest_size=2).digest(), "big")
+        index %= STRIPES
+        stripe = self._stripes[index]
+        if stripe is None:
+            path = self.folder / f"stripe-{index:02d}.lock"
+            stripe = self._stripes[index] = (path, _thread_lock(path))
+        return stripe
 
     @contextmanager
     def hold(self, key: str) -> Iterator[None]:
@@ -73,8 +84,7 @@ class StripedLocks:
         Raises ``TimeoutError`` after ``timeout`` seconds and ``OSError`` when the
         lock file cannot be opened.
         """
-        path = self.path_for(key)
-        thread_lock = _thread_lock(path)
+        path, thread_lock = self._stripe(key)
         deadline = time.monotonic() + self.timeout
         if not thread_lock.acquire(timeout=max(self.timeout, 0.0)):
             msg = f"lock {path} not acquired within {self.timeout} s"
@@ -99,8 +109,11 @@ class StripedLocks:
                 finally:
                     depth[path] = 0
             finally:
-                # Closing the descriptor releases the flock.
-                os.close(fd)
+                # Closing the descriptor releases the flock. The descriptor is
+                # freed even when close() reports an error, and nothing was
+                # written through it: such an error must not mask the result.
+                with contextlib.suppress(OSError):
+                    os.close(fd)
         finally:
             thread_lock.release()
 

@@ -70,8 +70,9 @@ class FileSystemBackend:
                 ) from exc
             except OSError as exc:
                 raise SessionWriteError(
-                    f"session {session_id!r}: cannot open lock file "
-                    f"{self._locks.path_for(session_id)}: {exc.strerror or exc}",
+                    f"session {session_id!r} ({self.location(session_id)}): cannot open "
+                    f"lock file {self._locks.path_for(session_id)}: {exc.strerror or exc}; "
+                    "nothing was changed",
                     session_id=session_id,
                     path=self.location(session_id),
                     errno=exc.errno,

@@ -1,0 +1,311 @@
+"""Checks shared by the reliability tests and the broken-variant table.
+
+Each ``*_violations`` function runs one experiment against the store as it is
+(possibly monkeypatched into a broken variant by the caller) and returns the
+list of violations it saw: empty for the real implementation, non-empty for a
+variant the check guards against.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import random
+import signal
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from unittest import mock
+
+from sessionstore import SessionStore, SessionStoreError, StoredSession
+from sessionstore.atomic import TEMP_NAME
+
+CRASH_ID = "crash"
+
+
+def version_session(version: int, *, payload: int = 1000) -> StoredSession:
+    """A self-describing session: its content is a function of ``version`` alone."""
+    count = version % 40 + 1
+    return StoredSession(
+        session_id=CRASH_ID,
+        messages=tuple(f"version {version} message {j} " + "x" * payload for j in range(count)),
+        input_tokens=version,
+        output_tokens=count,
+        metadata={"version": version},
+    )
+
+
+def temp_files(folder: Path) -> list[str]:
+    """Names of store-owned temp files in ``folder``."""
+    return [name for name in os.listdir(folder) if TEMP_NAME.match(name)]
+
+
+def _child_saves(store: SessionStore, first: int, ack: int, payload: int) -> None:
+    version = first
+    while True:
+        store.save(version_session(version, payload=payload))
+        # Acknowledge only after save returned: from here on it must survive.
+        os.write(ack, f"{version}\n".encode())
+        version += 1
+
+
+@dataclass
+class CrashResult:
+    """What a run of kills saw."""
+
+    kills: int = 0
+    acked_saves: int = 0
+    orphan_temps: int = 0
+    violations: list[str] = field(default_factory=list)
+
+
+def crash_violations(folder: Path, kills: int, seed: int, *, payload: int = 1000) -> CrashResult:
+    """SIGKILL a child saving growing versions at random moments, ``kills`` times.
+
+    After each kill the session must load, be exactly one whole version, and be at
+    least the last acknowledged one; no temp file may be listed.
+    """
+    rng = random.Random(seed)
+    store = SessionStore(folder)
+    result = CrashResult()
+    next_version, last_acked = 1, 0
+    for _ in range(kills):
+        read_end, write_end = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # pragma: no cover - the child never returns
+            try:
+                os.close(read_end)
+                _child_saves(store, next_version, write_end, payload)
+            finally:
+                os._exit(0)
+        os.close(write_end)
+        wanted = rng.randint(1, 3)
+        # The kill lands a random time after the last wanted ack, spread over
+        # about two saves, so it hits every step of the write (not a race dodge:
+        # the moment of the kill is the experiment's random input).
+        delay = rng.uniform(0, 0.002)
+        acks: list[int] = []
+        with os.fdopen(read_end, "rb", buffering=0) as pipe:
+            pending = b""
+            while len(acks) < wanted:
+                chunk = pipe.read(64)
+                if not chunk:
+                    break
+                pending += chunk
+                *lines, pending = pending.split(b"\n")
+                acks.extend(int(line) for line in lines)
+            # Kill in the middle of whatever save comes next.
+            time.sleep(delay)
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+            pending += pipe.read()
+        acks.extend(int(line) for line in pending.split(b"\n") if line)
+        result.kills += 1
+        result.acked_saves += len(acks)
+        if acks:
+            last_acked = max(last_acked, acks[-1])
+        try:
+            session = store.load(CRASH_ID)
+        except SessionStoreError as exc:
+            if last_acked or folder.joinpath(f"{CRASH_ID}.json").exists():
+                result.violations.append(f"after kill {result.kills}: {exc}")
+                break
+            continue
+        version = session.metadata.get("version")
+        if not isinstance(version, int) or session != version_session(version, payload=payload):
+            result.violations.append(f"after kill {result.kills}: not one whole version")
+            break
+        if version < last_acked:
+            result.violations.append(
+                f"after kill {result.kills}: version {version} older than acked {last_acked}"
+            )
+            break
+        if store.list() != [CRASH_ID]:
+            result.violations.append(f"after kill {result.kills}: listing {store.list()}")
+        result.orphan_temps += len(temp_files(folder))
+        for name in temp_files(folder):  # what `sessionstore doctor --fix` would remove
+            (folder / name).unlink()
+        next_version = version + 1
+    return result
+
+
+# --- recorded system calls ---------------------------------------------------------
+
+
+@dataclass
+class Call:
+    """One recorded call: the os function, its arguments, its result."""
+
+    name: str
+    args: tuple[Any, ...]
+    result: Any = None
+
+
+@contextmanager
+def recording(*names: str) -> Iterator[list[Call]]:
+    """Record every call of the named ``os`` functions (and ``open``) while inside."""
+    calls: list[Call] = []
+    patches = []
+    for name in names:
+        original = getattr(os, name)
+
+        def recorder(*args: Any, _name: str = name, _original: Any = original, **kw: Any) -> Any:
+            call = Call(_name, args)
+            calls.append(call)
+            call.result = _original(*args, **kw)
+            return call.result
+
+        patches.append(mock.patch.object(os, name, recorder))
+    real_open = open
+
+    def open_recorder(file: Any, mode: str = "r", *args: Any, **kw: Any) -> Any:
+        calls.append(Call("builtins.open", (file, mode)))
+        return real_open(file, mode, *args, **kw)
+
+    patches.append(mock.patch("builtins.open", open_recorder))
+    for patch in patches:
+        patch.start()
+    try:
+        yield calls
+    finally:
+        for patch in reversed(patches):
+            patch.stop()
+
+
+RECIPE_CALLS = ("open", "write", "fsync", "close", "replace", "rename", "unlink")
+
+
+def recipe_violations(folder: Path) -> list[str]:
+    """Two saves of one session, recorded: the durable replace recipe must hold in each.
+
+    Exclusive 0600 temp in the same folder, not named ``*.json``, every byte written
+    to it, fsync, close, replace onto the target, fsync of the folder, and nothing but
+    closing after that (the save returns only then). Two saves use two temp names.
+    """
+    store = SessionStore(folder)
+    store.save(version_session(0))  # creates the folders and lock files
+    violations: list[str] = []
+    temps: list[str] = []
+    for version in (1, 2):
+        data_session = version_session(version)
+        with recording(*RECIPE_CALLS) as calls:
+            store.save(data_session)
+        violations += _check_trace(folder, calls, temps)
+    if len(temps) == 2 and temps[0] == temps[1]:
+        violations.append(f"both saves used the temp name {temps[0]}")
+    return violations
+
+
+def _check_trace(folder: Path, calls: list[Call], temps: list[str]) -> list[str]:
+    target = folder / f"{CRASH_ID}.json"
+    if any(c.name == "builtins.open" and Path(c.args[0]) == target for c in calls):
+        return ["the data file was opened and written in place"]
+    creates = [
+        c
+        for c in calls
+        if c.name == "open"
+        and len(c.args) > 1
+        and c.args[1] & os.O_CREAT
+        and "stripe" not in str(c.args[0])
+    ]
+    if len(creates) != 1:
+        return [f"expected one temp file creation, saw {len(creates)}"]
+    create = creates[0]
+    temp = Path(create.args[0])
+    temps.append(temp.name)
+    problems = []
+    if temp.parent != folder:
+        problems.append(f"temp file {temp} is not in the target folder")
+    if temp.name.endswith(".json"):
+        problems.append("temp file name ends in .json and would be listed")
+    if not create.args[1] & os.O_EXCL:
+        problems.append("temp file not created exclusively (O_EXCL)")
+    if len(create.args) < 3 or create.args[2] != 0o600:
+        problems.append("temp file not created with mode 0600")
+    fd = create.result
+    after_create = calls[calls.index(create) + 1 :]
+    written = sum(c.result for c in after_create if c.name == "write" and c.args[0] == fd)
+    if written != target.stat().st_size:
+        problems.append(
+            f"wrote {written} bytes to the temp file, the file has {target.stat().st_size}"
+        )
+    names = [(c.name, c.args[0] if c.args else None) for c in after_create]
+    try:
+        synced = names.index(("fsync", fd))
+        replaced = next(i for i, c in enumerate(after_create) if c.name in ("replace", "rename"))
+    except (ValueError, StopIteration):
+        return [*problems, "the temp file was not fsynced, or never renamed"]
+    if synced > replaced:
+        problems.append("the temp file was fsynced after the rename")
+    rename = after_create[replaced]
+    if Path(rename.args[0]) != temp or Path(rename.args[1]) != target:
+        problems.append(f"renamed {rename.args[0]} -> {rename.args[1]}")
+    tail = after_create[replaced + 1 :]
+    dir_opens = [c for c in tail if c.name == "open" and Path(c.args[0]) == folder]
+    dir_syncs = [
+        c for c in tail if c.name == "fsync" and dir_opens and c.args[0] == dir_opens[0].result
+    ]
+    if not dir_syncs:
+        problems.append("the folder was not fsynced after the rename, before save returned")
+    else:
+        rest = tail[tail.index(dir_syncs[0]) + 1 :]
+        if any(c.name != "close" for c in rest):
+            problems.append("save did more work after the folder fsync")
+    return problems
+
+
+# --- lost updates ----------------------------------------------------------------
+
+
+def _appender(folder: str, writer: int, count: int) -> None:
+    store = SessionStore(folder)
+    for i in range(count):
+        store.append_messages(
+            "shared", [f"w{writer}-{i}"], input_tokens=writer + 1, output_tokens=1
+        )
+
+
+def lost_update_violations(folder: Path, writers: int, per_writer: int) -> list[str]:
+    """``writers`` processes append ``per_writer`` messages each to one session."""
+    SessionStore(folder).save(
+        StoredSession(session_id="shared", messages=(), input_tokens=0, output_tokens=0)
+    )
+    context = multiprocessing.get_context("fork")
+    procs = [
+        context.Process(target=_appender, args=(str(folder), w, per_writer)) for w in range(writers)
+    ]
+    for proc in procs:
+        proc.start()
+    for proc in procs:
+        proc.join()
+    problems = [f"writer exited with {p.exitcode}" for p in procs if p.exitcode != 0]
+    try:
+        session = SessionStore(folder).load("shared")
+    except SessionStoreError as exc:
+        return [*problems, str(exc)]
+    if len(session.messages) != writers * per_writer:
+        problems.append(f"{len(session.messages)} messages, expected {writers * per_writer}")
+    for w in range(writers):
+        mine = [m for m in session.messages if m.startswith(f"w{w}-")]
+        if mine != [f"w{w}-{i}" for i in range(len(mine))]:
+            problems.append(f"writer {w}'s messages out of order")
+    expected_in = sum((w + 1) * per_writer for w in range(writers))
+    if (session.input_tokens, session.output_tokens) != (expected_in, writers * per_writer):
+        problems.append(f"token sums {session.input_tokens}/{session.output_tokens}")
+    return problems
+
+
+def run_in_forked_child(fn: Callable[[], None]) -> int:
+    """Run ``fn`` in a forked child and return its exit code (for crash-prone calls)."""
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover
+        code = 0
+        try:
+            fn()
+        except BaseException:
+            code = 1
+        os._exit(code)
+    return os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
