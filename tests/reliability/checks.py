@@ -14,7 +14,7 @@ import random
 import signal
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -166,13 +166,10 @@ def recording(*names: str) -> Iterator[list[Call]]:
         return real_open(file, mode, *args, **kw)
 
     patches.append(mock.patch("builtins.open", open_recorder))
-    for patch in patches:
-        patch.start()
-    try:
+    with ExitStack() as stack:
+        for patch in patches:
+            stack.enter_context(patch)
         yield calls
-    finally:
-        for patch in reversed(patches):
-            patch.stop()
 
 
 RECIPE_CALLS = ("open", "write", "fsync", "close", "replace", "rename", "unlink")

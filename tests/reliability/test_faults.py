@@ -17,7 +17,7 @@ from __future__ import annotations
 import errno
 import os
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -73,13 +73,10 @@ def injected(fault: Fault) -> Iterator[list[tuple[str, tuple[Any, ...], bool]]]:
             raise OSError(fault.code, f"injected {errno.errorcode[fault.code]}")
 
         patches.append(mock.patch.object(os, name, wrapper))
-    for patch in patches:
-        patch.start()
-    try:
+    with ExitStack() as stack:
+        for patch in patches:
+            stack.enter_context(patch)
         yield log
-    finally:
-        for patch in reversed(patches):
-            patch.stop()
 
 
 def _save_sequence(folder: Path) -> list[str]:

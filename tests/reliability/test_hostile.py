@@ -2,13 +2,9 @@
 
 from __future__ import annotations
 
-import builtins
-import os
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
-from unittest import mock
 
 import pytest
 
@@ -21,6 +17,7 @@ from sessionstore import (
     save_session,
     session_exists,
 )
+from tests.reliability.checks import recording
 from tests.reliability.figures import record
 
 HOSTILE_IDS: list[Any] = [
@@ -107,35 +104,6 @@ FS_CALLS = (
 )
 
 
-@contextmanager
-def no_filesystem_calls() -> Iterator[list[str]]:
-    """Record every call of the usual ``os`` file functions and ``open``."""
-    calls: list[str] = []
-    patches = []
-    for name in FS_CALLS:
-        original = getattr(os, name)
-
-        def spy(*args: Any, _name: str = name, _original: Any = original, **kw: Any) -> Any:
-            calls.append(f"os.{_name}{args!r}")
-            return _original(*args, **kw)
-
-        patches.append(mock.patch.object(os, name, spy))
-    real_open = builtins.open
-
-    def open_spy(*args: Any, **kw: Any) -> Any:
-        calls.append(f"open{args!r}")
-        return real_open(*args, **kw)
-
-    patches.append(mock.patch.object(builtins, "open", open_spy))
-    for patch in patches:
-        patch.start()
-    try:
-        yield calls
-    finally:
-        for patch in reversed(patches):
-            patch.stop()
-
-
 def _tree(root: Path) -> dict[str, tuple[int, int, bytes]]:
     out = {}
     for path in sorted(root.rglob("*")):
@@ -181,7 +149,7 @@ def test_hostile_ids_are_refused_before_any_filesystem_call(bad_id: Any, tmp_pat
     )
     before = _tree(root)
     for name, operation in _operations(folder):
-        with no_filesystem_calls() as calls, pytest.raises(InvalidSessionIdError) as caught:
+        with recording(*FS_CALLS) as calls, pytest.raises(InvalidSessionIdError) as caught:
             operation(bad_id)
         assert calls == [], f"{name}({bad_id!r}) touched the filesystem: {calls[:3]}"
         assert "invalid session id" in str(caught.value)
