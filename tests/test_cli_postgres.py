@@ -12,9 +12,11 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from sessionstore import SessionStore
+from sessionstore import CorruptSessionError, SessionStore, StoredSession, maintenance
 from sessionstore.backends.base import content_etag
+from sessionstore.backends.postgres import PostgresBackend
 from sessionstore.cli import main
+from sessionstore.postgres import PostgresSessionStore
 from tests.pg import DSN, requires_postgres, unique_table
 
 pytestmark = requires_postgres
@@ -143,3 +145,41 @@ def test_unreachable_server_is_an_error_not_a_traceback(
 def test_copy_needs_exactly_one_source_and_target(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["copy", "--from", str(CORPUS), "--from-dsn", DSN, "--to", "x"]) == 2
     assert "one source" in capsys.readouterr().err
+
+
+def test_validate_and_migrate_read_the_table_in_batches(
+    seeded: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+
+    monkeypatch.setattr(maintenance, "READ_BATCH", 3)
+    batches: list[int] = []
+    real = PostgresBackend.read_many
+
+    def counted(self: PostgresBackend, ids: list[str], *, max_bytes: int) -> object:
+        batches.append(len(ids))
+        return real(self, ids, max_bytes=max_bytes)
+
+    monkeypatch.setattr(PostgresBackend, "read_many", counted)
+    monkeypatch.setattr(PostgresBackend, "read", None)  # one by one would fail loudly
+    assert main(["migrate", "--dsn", DSN, "--table", seeded, "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["summary"]["files"] == len(CORPUS_IDS)
+    assert batches == [3, 3, 2]
+    assert {version for version, _ in _rows(seeded).values()} == {2}
+
+
+def test_read_many_reports_oversized_documents_and_skips_absent_ids(table: str) -> None:
+
+    with PostgresSessionStore(DSN, table=table) as store:
+        store.setup()
+        small = StoredSession(session_id="small", messages=(), input_tokens=0, output_tokens=0)
+        big = StoredSession(
+            session_id="big", messages=("x" * 5000,), input_tokens=0, output_tokens=0
+        )
+        store.save(small)
+        store.save(big)
+        found = store.backend.read_many(["small", "big", "absent"], max_bytes=1000)
+    assert set(found) == {"small", "big"}
+    assert isinstance(found["small"], bytes)
+    assert isinstance(found["big"], CorruptSessionError)
+    assert "max_bytes" in str(found["big"])

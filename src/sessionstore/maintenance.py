@@ -369,27 +369,59 @@ def quarantine(path: Path, *, clock: Callable[[], float] = time.time) -> Path:
 # every stored document has a valid id, so a report is about its content only.
 
 
-def _inspect_stored(store: BackendSessionStore, session_id: str) -> tuple[FileReport, bytes | None]:
+READ_BATCH = 500
+"""Documents read per statement by ``inspect_store``/``migrate_store`` on backends
+that can read many at once (PostgreSQL)."""
+
+_Fetched = bytes | SessionStoreError | None
+
+
+def _fetch(store: BackendSessionStore, ids: list[str]) -> Iterator[tuple[str, _Fetched]]:
+    """``(id, bytes | error | None)`` for every id, in order, read ``READ_BATCH`` at a
+    time where the backend has ``read_many`` (else one by one). Only ids are held
+    in memory, never more than one batch of documents."""
+    read_many = getattr(store.backend, "read_many", None)
+    for start in range(0, len(ids), READ_BATCH):
+        chunk = ids[start : start + READ_BATCH]
+        if read_many is not None:
+            found: dict[str, _Fetched] = read_many(chunk, max_bytes=store.max_bytes)
+            for session_id in chunk:
+                yield session_id, found.get(session_id)
+            continue
+        for session_id in chunk:
+            try:
+                yield session_id, store.backend.read(session_id, max_bytes=store.max_bytes)
+            except SessionStoreError as exc:
+                yield session_id, exc
+
+
+def _inspect_stored(
+    store: BackendSessionStore, session_id: str, fetched: _Fetched
+) -> tuple[FileReport, bytes | None]:
     where = store.backend.location(session_id)
     name = str(where)
     try:
-        data = store.backend.read(session_id, max_bytes=store.max_bytes)
-        if data is None:
+        if isinstance(fetched, SessionStoreError):
+            raise fetched
+        if fetched is None:
             return FileReport(name, UNREADABLE, session_id, detail=f"{where}: vanished"), None
-        decoded = decode_document(data, session_id=session_id, path=where)
+        decoded = decode_document(fetched, session_id=session_id, path=where)
     except SchemaVersionError as exc:
         return FileReport(name, TOO_NEW, session_id, detail=str(exc)), None
     except CorruptSessionError as exc:
         return FileReport(name, CORRUPT, session_id, detail=str(exc)), None
     except SessionReadError as exc:
         return FileReport(name, UNREADABLE, session_id, detail=str(exc)), None
-    return _loaded_report(name, decoded, {"size": len(data)}), data
+    return _loaded_report(name, decoded, {"size": len(fetched)}), fetched
 
 
 def inspect_store(store: BackendSessionStore) -> tuple[int, Iterator[FileReport]]:
-    """Like ``inspect_folder``, for the documents of any store (by id order). Reads only."""
+    """Like ``inspect_folder``, for the documents of any store (by id order). Reads only.
+
+    A failure to read a whole batch (the server went away) raises ``SessionReadError``.
+    """
     ids = store.list()
-    return len(ids), (_inspect_stored(store, session_id)[0] for session_id in ids)
+    return len(ids), (_inspect_stored(store, i, fetched)[0] for i, fetched in _fetch(store, ids))
 
 
 def migrate_store(
@@ -401,8 +433,8 @@ def migrate_store(
     ids = store.list()
 
     def run() -> Iterator[tuple[FileReport, str]]:
-        for session_id in ids:
-            report, data = _inspect_stored(store, session_id)
+        for session_id, fetched in _fetch(store, ids):
+            report, data = _inspect_stored(store, session_id, fetched)
             if data is None or report.status not in (NEEDS_MIGRATION, REPAIRABLE):
                 yield report, ("unchanged" if report.status == CURRENT else "skipped")
                 continue

@@ -16,7 +16,7 @@ import hashlib
 import os
 import re
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -302,18 +302,40 @@ class PostgresBackend:
 
     def read(self, session_id: str, *, max_bytes: int) -> bytes | None:
         with self._errors(SessionReadError, "read", session_id), self._conn() as conn:
-            row = conn.execute(self._sql["read"], [max_bytes, session_id]).fetchone()
+            # binary: the document arrives as its bytes, not as hex text to decode.
+            row = conn.execute(self._sql["read"], [max_bytes, session_id], binary=True).fetchone()
         if row is None:
             return None
         size, data = row
         if data is None:
-            raise CorruptSessionError(
-                f"session {session_id!r} in {self.location(session_id)}: is {size} bytes, "
-                f"over the store's max_bytes of {max_bytes}; it was not read",
-                session_id=session_id,
-                path=self.location(session_id),
-            )
+            raise self._too_large(session_id, size, max_bytes)
         return bytes(data)
+
+    def read_many(
+        self, session_ids: Sequence[str], *, max_bytes: int
+    ) -> dict[str, bytes | CorruptSessionError]:
+        """The documents of ``session_ids`` in one statement: bytes, or the error a
+        ``read`` would raise for a document over ``max_bytes``; absent ids are left out.
+
+        For batch jobs (``sessionstore validate/migrate --dsn``). Raises
+        ``SessionReadError`` when the statement fails.
+        """
+        with self._errors(SessionReadError, "read a batch", None), self._conn() as conn:
+            rows = conn.execute(self._sql["read_many"], [max_bytes, list(session_ids)]).fetchall()
+        return {
+            session_id: (
+                bytes(data) if data is not None else self._too_large(session_id, size, max_bytes)
+            )
+            for session_id, size, data in rows
+        }
+
+    def _too_large(self, session_id: str, size: int, max_bytes: int) -> CorruptSessionError:
+        return CorruptSessionError(
+            f"session {session_id!r} in {self.location(session_id)}: is {size} bytes, "
+            f"over the store's max_bytes of {max_bytes}; it was not read",
+            session_id=session_id,
+            path=self.location(session_id),
+        )
 
     def write(self, session_id: str, data: bytes, *, if_match: str | None = None) -> str:
         etag = content_etag(data)
@@ -371,6 +393,9 @@ class PostgresBackend:
         statements = {
             "read": "SELECT octet_length(document),"
             " CASE WHEN octet_length(document) <= %s THEN document END FROM {t} WHERE id = %s",
+            "read_many": "SELECT id, octet_length(document),"
+            " CASE WHEN octet_length(document) <= %s THEN document END FROM {t}"
+            " WHERE id = ANY(%s)",
             "etag": "SELECT etag FROM {t} WHERE id = %s",
             "exists": "SELECT 1 FROM {t} WHERE id = %s",
             # Byte order ("C"), not the database's locale: the same order as sorted().
