@@ -6,8 +6,10 @@ from typing import Any
 
 import pytest
 from hypothesis import given
+from hypothesis import strategies as st
 
 from sessionstore import InvalidSessionIdError, is_valid_session_id, validate_session_id
+from sessionstore.ids import SESSION_FILE_NAME
 from sessionstore.testing import strategies as sst
 
 VALID = [
@@ -84,3 +86,26 @@ def test_str_subclass_is_refused() -> None:
 @given(sst.session_ids())
 def test_generated_ids_are_valid(session_id: str) -> None:
     assert validate_session_id(session_id) == session_id
+
+
+@pytest.mark.parametrize(
+    "name",
+    [f"{x}.json" for x in VALID + INVALID if isinstance(x, str)]
+    + ["a.JSON", "a.json.json", "a.json\n", ".json", "a", "\u017f.json", "\u212a.json", "CON.JSON"],
+)
+def test_file_name_pattern_is_the_id_rules_plus_the_suffix(name: str) -> None:
+    match = SESSION_FILE_NAME.fullmatch(name)
+    expected = name.endswith(".json") and is_valid_session_id(name[:-5])
+    assert (match is not None) == expected
+    if match:
+        assert match[1] == name[:-5]
+
+
+@given(st.one_of(sst.session_ids(), st.text(max_size=140)), st.sampled_from([".json", ".JSON", ""]))
+def test_file_name_pattern_agrees_with_is_valid_session_id(stem: str, suffix: str) -> None:
+    name = stem + suffix
+    match = SESSION_FILE_NAME.fullmatch(name)
+    expected = name.endswith(".json") and is_valid_session_id(name[:-5])
+    assert (match is not None) == expected
+    if match:
+        assert match[1] == name[:-5]

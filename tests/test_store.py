@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from pydantic import ValidationError
 
 import sessionstore
 from sessionstore import (
@@ -27,6 +28,8 @@ from sessionstore import (
     save_session,
     session_exists,
 )
+from sessionstore.backends.base import content_etag
+from sessionstore.codec import encode
 
 
 def make(session_id: str = "s1", *messages: str, tokens: int = 0) -> StoredSession:
@@ -406,3 +409,92 @@ def test_memory_store_behaves_like_the_file_store() -> None:
     assert memory.delete("m") is False
     with pytest.raises(SessionNotFoundError, match="'m'"):
         memory.load("m")
+
+
+# --- fast paths: the same results and errors as the plain code ------------------
+
+
+def big(session_id: str = "big", count: int = 2_000) -> StoredSession:
+    """A session of 2,000 messages (about 460 KB)."""
+    text = "déjà vu 🚀 " + "x" * 200
+    return make(session_id, *(f"{i} {text}" for i in range(count)))
+
+
+def test_etag_is_stable_and_tells_different_bytes_apart() -> None:
+    data = os.urandom(3 << 20)
+    assert content_etag(data) == content_etag(bytes(data))
+    assert len(content_etag(data)) == 32
+    changed = bytearray(data)
+    changed[-1] ^= 1
+    assert content_etag(bytes(changed)) != content_etag(data)
+    assert content_etag(b"") != content_etag(b"\x00")
+
+
+def test_large_save_and_create_return_the_etag_of_the_bytes_written(store: SessionStore) -> None:
+    session = big()
+    assert store.create(session) == content_etag(encode(session))
+    etag = store.save(
+        session.model_copy(update={"input_tokens": 5}), if_match=content_etag(encode(session))
+    )
+    assert store.load_with_etag("big")[1] == etag
+    assert etag == content_etag(store.path_of("big").read_bytes())
+
+
+def test_load_and_load_with_etag_return_the_same_session(store: SessionStore) -> None:
+    store.save(big())
+    assert store.load("big") == store.load_with_etag("big")[0] == big()
+
+
+def test_listing_a_large_folder_matches_the_id_rules(store: SessionStore) -> None:
+    store.save(make("real"))
+    folder = store.directory
+    names = ["a", "Z-9_", "x" * 128, "x" * 129, "-a", "con", "COM1", "COM0", "a.b", "é", "a\nb"]
+    for name in names:
+        (folder / f"{name}.json").write_text("{}")
+    expected = sorted(["real", *(n for n in names if sessionstore.is_valid_session_id(n))])
+    assert store.list() == expected == ["COM0", "Z-9_", "a", "real", "x" * 128]
+
+
+def test_append_gives_what_building_the_session_by_hand_gives(store: SessionStore) -> None:
+    first = store.append_messages("a", ["héllo 🚀", "plain"], input_tokens=1)
+    store.save(first.model_copy(update={"metadata": {"k": [1, 2.5, None, "v"]}}))
+    later = store.append_messages("a", ["déjà", "vu"], output_tokens=4)
+    by_hand = StoredSession(
+        session_id="a",
+        messages=("héllo 🚀", "plain", "déjà", "vu"),
+        input_tokens=1,
+        output_tokens=4,
+        created_at=first.created_at,
+        updated_at=later.updated_at,
+        metadata={"k": [1, 2.5, None, "v"]},
+    )
+    assert later == by_hand
+    assert later.model_fields_set == by_hand.model_fields_set
+    assert store.load("a") == later
+
+
+@pytest.mark.parametrize(
+    "added",
+    [["ok", "bad \ud800"], ["\udfff"], [42], [None], [b"bytes"], ["ok", ["nested"]]],
+)
+def test_append_refuses_what_the_model_refuses_with_the_same_error(
+    store: SessionStore, added: list[Any]
+) -> None:
+    current = store.append_messages("a", ["hi"], input_tokens=1)
+    before = snapshot(store.directory)
+    with pytest.raises(ValidationError) as by_model:
+        StoredSession(
+            session_id="a",
+            messages=current.messages + tuple(added),
+            input_tokens=1,
+            output_tokens=0,
+            created_at=current.created_at,
+            updated_at=current.updated_at,
+        )
+    with pytest.raises(ValidationError) as by_store:
+        store.append_messages("a", added)
+    assert str(by_store.value) == str(by_model.value)
+    assert by_store.value.errors(include_url=False, include_context=False) == by_model.value.errors(
+        include_url=False, include_context=False
+    )
+    assert snapshot(store.directory) == before

