@@ -34,6 +34,7 @@ from sessionstore import (
     StoredSession,
 )
 from sessionstore.backends.base import Backend, content_etag
+from sessionstore.backends.postgres import schema_version_of
 from sessionstore.codec import encode
 from sessionstore.postgres import PostgresSessionStore
 from sessionstore.testing import strategies as sst
@@ -377,3 +378,26 @@ def test_missing_session_is_not_found(store: PostgresSessionStore) -> None:
     with pytest.raises(SessionNotFoundError, match="not found in PostgreSQL table"):
         store.load("nobody")
     assert store.delete("nobody") is False
+
+
+@given(sst.sessions())
+def test_version_column_from_the_prefix_agrees_with_a_full_parse(session: StoredSession) -> None:
+    data = encode(session)
+    assert schema_version_of(data) == orjson.loads(data)["schema_version"] == 2
+
+
+@pytest.mark.parametrize(
+    ("data", "version"),
+    [
+        (b'{"session_id": "a", "messages": []}', 1),
+        (b'{"schema_version": 1, "session_id": "a"}', 1),
+        (b'{\n  "schema_version": 7,\n  "x": 1}', 7),
+        (b'{"schema_version": "2", "a": 1}', None),
+        (b'{"schema_version": true, "a": 1}', None),
+        (b"[1, 2]", None),
+        (b"not json", None),
+        (b'{"schema_version": 0, "a": 1}', None),
+    ],
+)
+def test_version_column_of_other_documents(data: bytes, version: int | None) -> None:
+    assert schema_version_of(data) == version

@@ -74,8 +74,19 @@ def validate_table_name(table: str) -> tuple[str, ...]:
     return parts
 
 
+_LEADING_VERSION = re.compile(rb'\{\s*"schema_version":\s*([1-9][0-9]{0,8})\s*,')
+
+
 def schema_version_of(data: bytes) -> int | None:
-    """The ``schema_version`` of an encoded document (absent means 1), or None if unreadable."""
+    """The ``schema_version`` of an encoded document (absent means 1), or None if unreadable.
+
+    The codec writes ``schema_version`` as the first key, so the column is filled from
+    that prefix without parsing a large document; anything else is parsed whole.
+    The column is for operators' queries; loading always reads the document itself.
+    """
+    leading = _LEADING_VERSION.match(data)
+    if leading is not None:
+        return int(leading[1])
     try:
         doc = orjson.loads(data)
     except orjson.JSONDecodeError:
