@@ -95,7 +95,7 @@ def write_atomic(
                 os.fsync(fd)
         finally:
             os.close(fd)
-        os.replace(temp, directory / name)
+        os.replace(temp, f"{directory}/{name}")
     except BaseException:
         # BaseException too: a KeyboardInterrupt must not leave the temp file behind.
         _unlink_quietly(temp)
@@ -107,10 +107,11 @@ def write_atomic(
             raise RenamedButNotSynced(exc) from exc
 
 
-def _create_temp(directory: Path, name: str, *, durable: bool) -> tuple[Path, int]:
+def _create_temp(directory: Path, name: str, *, durable: bool) -> tuple[str, int]:
     """Create a fresh temp file next to ``name``; return its path and descriptor."""
     for _ in range(_TEMP_ATTEMPTS):
-        temp = directory / f".{name}.{secrets.token_hex(8)}.tmp"
+        # Plain strings: a save builds its paths once, without pathlib's parsing.
+        temp = f"{directory}/.{name}.{secrets.token_hex(8)}.tmp"
         try:
             return temp, os.open(temp, _TEMP_FLAGS, 0o600)
         except FileNotFoundError:
@@ -142,7 +143,7 @@ class RenamedButNotSynced(OSError):
         super().__init__(cause.errno, f"folder fsync failed after the change: {cause.strerror}")
 
 
-def _unlink_quietly(path: Path) -> None:
+def _unlink_quietly(path: str | Path) -> None:
     # Best effort: the original error is the one worth reporting.
     with contextlib.suppress(OSError):
         os.unlink(path)

@@ -51,7 +51,9 @@ def encode(session: StoredSession) -> bytes:
     around validation (``model_construct``) with values JSON cannot hold.
     """
     try:
-        return orjson.dumps(dict(session), option=_ENCODE_OPTIONS)
+        # ``__dict__`` holds the fields in model order (what ``dict(session)`` would
+        # copy, without pydantic's ``keys`` lookup on every save).
+        return orjson.dumps(session.__dict__, option=_ENCODE_OPTIONS)
     except orjson.JSONEncodeError as exc:
         msg = f"session {session.session_id!r} cannot be encoded as JSON: {exc}"
         raise ValueError(msg) from None
