@@ -216,3 +216,34 @@ def test_encoding_a_session_built_around_validation_raises_value_error() -> None
     )
     with pytest.raises(ValueError, match="'s1' cannot be encoded"):
         encode(bogus)
+
+
+def test_the_seeds_positional_construction_still_works() -> None:
+    # The seed's StoredSession was a dataclass: callers may build it by position.
+    by_position = StoredSession("s1", ("a", "b"), 1, 2)  # type: ignore[call-arg]
+    assert by_position == make()
+    mixed = StoredSession("s1", ("a", "b"), input_tokens=1, output_tokens=2)  # type: ignore[call-arg]
+    assert mixed == make()
+
+
+def test_positional_construction_is_validated_like_keywords() -> None:
+    with pytest.raises(ValidationError, match="input_tokens"):
+        StoredSession("s1", (), -1, 0)  # type: ignore[call-arg]
+
+
+@pytest.mark.parametrize(
+    ("args", "kwargs", "message"),
+    [
+        (("s1", (), 0, 0, 2), {}, "at most 4 positional"),
+        (
+            ("s1",),
+            {"session_id": "s2", "messages": (), "input_tokens": 0, "output_tokens": 0},
+            "multiple values for argument 'session_id'",
+        ),
+    ],
+)
+def test_positional_misuse_is_a_type_error(
+    args: tuple[Any, ...], kwargs: dict[str, Any], message: str
+) -> None:
+    with pytest.raises(TypeError, match=message):
+        StoredSession(*args, **kwargs)

@@ -16,7 +16,7 @@ from collections import deque
 from collections.abc import Mapping
 from datetime import datetime, timezone
 from itertools import filterfalse
-from typing import Annotated, Any, Literal, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, Literal, TypeVar
 
 from pydantic import (
     AwareDatetime,
@@ -131,12 +131,17 @@ class SessionV1(BaseModel):
     output_tokens: StrictInt
 
 
+_SEED_FIELDS = ("session_id", "messages", "input_tokens", "output_tokens")
+"""The seed's dataclass fields, in its order: what ``StoredSession`` accepts by position."""
+
+
 class StoredSession(BaseModel):
     """One stored session, schema version 2 (the current one).
 
     Frozen, and unknown fields are refused. Build it by keyword; the seed's four
-    fields are enough. Raises ``pydantic.ValidationError`` (a ``ValueError``) for a
-    value that could not be stored and read back equal. The id itself is checked
+    fields are enough, and may be given by position as the seed's dataclass allowed.
+    Raises ``pydantic.ValidationError`` (a ``ValueError``) for a value that could
+    not be stored and read back equal. The id itself is checked
     by the store, not here. Timestamps are kept in UTC.
     """
 
@@ -157,6 +162,26 @@ class StoredSession(BaseModel):
         default_factory=dict,
         description="Free-form JSON object for the application's own data.",
     )
+
+    if not TYPE_CHECKING:
+        # Type checkers see Pydantic's keyword-only ``__init__``; at run time the
+        # seed's four fields may also be given by position, as the seed's
+        # dataclass allowed: ``StoredSession("chat-1", ("hi",), 3, 0)``.
+
+        def __init__(self, /, *args: Any, **data: Any) -> None:
+            if args:
+                if len(args) > len(_SEED_FIELDS):
+                    msg = (
+                        f"StoredSession() takes at most {len(_SEED_FIELDS)} positional "
+                        f"arguments ({', '.join(_SEED_FIELDS)}), {len(args)} were given"
+                    )
+                    raise TypeError(msg)
+                for name, value in zip(_SEED_FIELDS, args, strict=False):
+                    if name in data:
+                        msg = f"StoredSession() got multiple values for argument {name!r}"
+                        raise TypeError(msg)
+                    data[name] = value
+            super().__init__(**data)
 
     def model_copy(self: _S, *, update: Mapping[str, Any] | None = None, deep: bool = False) -> _S:
         """Return a copy; with ``update``, the result is validated like a new session.
