@@ -119,6 +119,15 @@ def test_only_the_codecs_own_context_skips_the_text_check() -> None:
         StoredSession.model_validate(doc, context={"other": 1})
 
 
+def test_the_codecs_context_reaches_the_validator() -> None:
+    # The load fast path depends on it: an ``__init__`` override on the model once
+    # made Pydantic validate through ``__init__``, dropping the context (and making
+    # every load several times slower). The codec only passes text orjson parsed,
+    # which cannot hold a lone surrogate; this one proves the check was skipped.
+    doc = {"session_id": "s1", "messages": ["\udfff"], "input_tokens": 0, "output_tokens": 0}
+    assert StoredSession.model_validate(doc, context=DECODED_TEXT).messages == ("\udfff",)
+
+
 def test_decoded_files_cannot_smuggle_lone_surrogates() -> None:
     # The shortcut is sound because orjson refuses lone surrogates, escaped or raw.
     with pytest.raises(orjson.JSONDecodeError):

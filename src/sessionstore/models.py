@@ -135,7 +135,37 @@ _SEED_FIELDS = ("session_id", "messages", "input_tokens", "output_tokens")
 """The seed's dataclass fields, in its order: what ``StoredSession`` accepts by position."""
 
 
-class StoredSession(BaseModel):
+if TYPE_CHECKING:
+    # Type checkers see Pydantic's own metaclass, hence its keyword-only ``__init__``.
+    from pydantic._internal._model_construction import ModelMetaclass as _SeedPositional
+else:
+
+    class _SeedPositional(type(BaseModel)):
+        """Lets ``StoredSession(...)`` take the seed's four fields by position, as the
+        seed's dataclass did: ``StoredSession("chat-1", ("hi",), 3, 0)``.
+
+        A metaclass, not an ``__init__`` override: Pydantic routes every
+        ``model_validate`` through a custom ``__init__`` (and drops its context),
+        which made each load several times slower.
+        """
+
+        def __call__(cls, *args: Any, **data: Any) -> Any:
+            if args:
+                if len(args) > len(_SEED_FIELDS):
+                    msg = (
+                        f"StoredSession() takes at most {len(_SEED_FIELDS)} positional "
+                        f"arguments ({', '.join(_SEED_FIELDS)}), {len(args)} were given"
+                    )
+                    raise TypeError(msg)
+                for name, value in zip(_SEED_FIELDS, args, strict=False):
+                    if name in data:
+                        msg = f"StoredSession() got multiple values for argument {name!r}"
+                        raise TypeError(msg)
+                    data[name] = value
+            return super().__call__(**data)
+
+
+class StoredSession(BaseModel, metaclass=_SeedPositional):
     """One stored session, schema version 2 (the current one).
 
     Frozen, and unknown fields are refused. Build it by keyword; the seed's four
@@ -162,26 +192,6 @@ class StoredSession(BaseModel):
         default_factory=dict,
         description="Free-form JSON object for the application's own data.",
     )
-
-    if not TYPE_CHECKING:
-        # Type checkers see Pydantic's keyword-only ``__init__``; at run time the
-        # seed's four fields may also be given by position, as the seed's
-        # dataclass allowed: ``StoredSession("chat-1", ("hi",), 3, 0)``.
-
-        def __init__(self, /, *args: Any, **data: Any) -> None:
-            if args:
-                if len(args) > len(_SEED_FIELDS):
-                    msg = (
-                        f"StoredSession() takes at most {len(_SEED_FIELDS)} positional "
-                        f"arguments ({', '.join(_SEED_FIELDS)}), {len(args)} were given"
-                    )
-                    raise TypeError(msg)
-                for name, value in zip(_SEED_FIELDS, args, strict=False):
-                    if name in data:
-                        msg = f"StoredSession() got multiple values for argument {name!r}"
-                        raise TypeError(msg)
-                    data[name] = value
-            super().__init__(**data)
 
     def model_copy(self: _S, *, update: Mapping[str, Any] | None = None, deep: bool = False) -> _S:
         """Return a copy; with ``update``, the result is validated like a new session.
