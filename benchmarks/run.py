@@ -248,9 +248,34 @@ def scratch(prefix: str) -> Iterator[Path]:
         shutil.rmtree(path, ignore_errors=True)
 
 
-def worst(pairs: dict[int, Pair]) -> tuple[int, float]:
-    size = max(pairs, key=lambda k: pairs[k].ratio)
-    return size, pairs[size].ratio
+def add_series(
+    report: Report,
+    label: str,
+    pairs: dict[int, Pair],
+    *,
+    limit: float | None = None,
+    goal: Callable[[int, float], tuple[str, bool | None]] | None = None,
+) -> None:
+    """One row per session size; with ``limit``, a last row checking the worst ratio
+    against it; with ``goal``, each row's own goal text and verdict."""
+    for n, p in pairs.items():
+        text, met = goal(n, p.ratio) if goal is not None else ("", None)
+        ours, other = fmt_time(p.a_median), fmt_time(p.b_median)
+        report.add(Row(label, f"{n:,} msgs", ours, other, p.ratio, text, met))
+    if limit is not None:
+        size = max(pairs, key=lambda k: pairs[k].ratio)
+        ratio = pairs[size].ratio
+        report.add(Row("  worst", f"{size:,}", "", "", ratio, f"<= {limit}x", ratio <= limit))
+
+
+def seed_copy(seed: ModuleType, s: StoredSession, session_id: str) -> Any:
+    """The seed's own ``StoredSession`` with the content of ``s``."""
+    return seed.StoredSession(
+        session_id=session_id,
+        messages=s.messages,
+        input_tokens=s.input_tokens,
+        output_tokens=s.output_tokens,
+    )
 
 
 # --------------------------------------------------------------------------- benchmarks
@@ -311,12 +336,7 @@ def bench_save(cfg: Config, report: Report, seed: ModuleType) -> None:
             }
             full_doc = {**doc, "schema_version": 2, "created_at": None, "updated_at": None}
             full_doc["metadata"] = {}
-            seed_session = seed.StoredSession(
-                session_id=f"seed{n}",
-                messages=s.messages,
-                input_tokens=s.input_tokens,
-                output_tokens=s.output_tokens,
-            )
+            seed_session = seed_copy(seed, s, f"seed{n}")
             durable[n] = pair(
                 lambda s=s: store.save(s),
                 lambda d=full_doc, n=n: floor_save(folder, f"f{n}.json", d, durable=True),
@@ -332,43 +352,14 @@ def bench_save(cfg: Config, report: Report, seed: ModuleType) -> None:
                 lambda ss=seed_session: seed.save_session(ss, folder),
                 cfg.pairs_durable,
             )
-    for n, p in durable.items():
-        report.add(
-            Row(
-                "save (durable) vs floor",
-                f"{n:,} msgs",
-                fmt_time(p.a_median),
-                fmt_time(p.b_median),
-                p.ratio,
-            )
-        )
-    size, ratio = worst(durable)
-    report.add(Row("  worst", f"{size:,}", "", "", ratio, "<= 1.15x", ratio <= 1.15))
-    for n, p in fast.items():
-        report.add(
-            Row(
-                "save (durable=False) vs floor without fsync",
-                f"{n:,} msgs",
-                fmt_time(p.a_median),
-                fmt_time(p.b_median),
-                p.ratio,
-            )
-        )
-    size, ratio = worst(fast)
-    report.add(Row("  worst", f"{size:,}", "", "", ratio, "<= 1.3x", ratio <= 1.3))
-    for n, p in seed_pairs.items():
-        goal, met = ("< 1x (faster)", p.ratio < 1) if n == 1_000 else ("", None)
-        report.add(
-            Row(
-                "save (durable) vs seed save (not durable)",
-                f"{n:,} msgs",
-                fmt_time(p.a_median),
-                fmt_time(p.b_median),
-                p.ratio,
-                goal,
-                met,
-            )
-        )
+    add_series(report, "save (durable) vs floor", durable, limit=1.15)
+    add_series(report, "save (durable=False) vs floor without fsync", fast, limit=1.3)
+    add_series(
+        report,
+        "save (durable) vs seed save (not durable)",
+        seed_pairs,
+        goal=lambda n, r: ("< 1x (faster)", r < 1) if n == 1_000 else ("", None),
+    )
 
 
 def bench_load(cfg: Config, report: Report, seed: ModuleType) -> None:
@@ -381,12 +372,7 @@ def bench_load(cfg: Config, report: Report, seed: ModuleType) -> None:
         for n in cfg.sizes:
             s = session(f"c{n}", n)
             store.save(s)
-            seed_session = seed.StoredSession(
-                session_id=f"v{n}",
-                messages=s.messages,
-                input_tokens=s.input_tokens,
-                output_tokens=s.output_tokens,
-            )
+            seed_session = seed_copy(seed, s, f"v{n}")
             seed.save_session(seed_session, folder)
             assert store.load(f"v{n}").messages == s.messages
             reps = cfg.pairs_fast(n)
@@ -405,29 +391,14 @@ def bench_load(cfg: Config, report: Report, seed: ModuleType) -> None:
                 lambda n=n: seed.load_session(f"v{n}", folder),
                 reps,
             )
-    for label, table, goal, limit in (
-        ("load current vs floor", current, "<= 1.3x", 1.3),
-        ("load version 1 (seed file) vs floor", legacy, "<= 2.0x", 2.0),
-    ):
-        for n, p in table.items():
-            report.add(
-                Row(label, f"{n:,} msgs", fmt_time(p.a_median), fmt_time(p.b_median), p.ratio)
-            )
-        size, ratio = worst(table)
-        report.add(Row("  worst", f"{size:,}", "", "", ratio, goal, ratio <= limit))
-    for n, p in vs_seed.items():
-        goal, met = ("<= 0.67x (1.5x faster)", p.ratio <= 1 / 1.5) if n >= 1_000 else ("", None)
-        report.add(
-            Row(
-                "load version 1 vs seed load",
-                f"{n:,} msgs",
-                fmt_time(p.a_median),
-                fmt_time(p.b_median),
-                p.ratio,
-                goal,
-                met,
-            )
-        )
+    add_series(report, "load current vs floor", current, limit=1.3)
+    add_series(report, "load version 1 (seed file) vs floor", legacy, limit=2.0)
+    add_series(
+        report,
+        "load version 1 vs seed load",
+        vs_seed,
+        goal=lambda n, r: ("<= 0.67x (1.5x faster)", r <= 1 / 1.5) if n >= 1_000 else ("", None),
+    )
 
 
 def bench_list(cfg: Config, report: Report) -> None:

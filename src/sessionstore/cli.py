@@ -398,9 +398,10 @@ def _parser() -> argparse.ArgumentParser:
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    dsn = argparse.ArgumentParser(add_help=False)
+    table = argparse.ArgumentParser(add_help=False)
+    table.add_argument("--table", default="sessions", help="PostgreSQL table (default: sessions)")
+    dsn = argparse.ArgumentParser(add_help=False, parents=[table])
     dsn.add_argument("--dsn", metavar="DSN", help="work on a PostgreSQL table instead of --dir")
-    dsn.add_argument("--table", default="sessions", help="PostgreSQL table (default: sessions)")
 
     def add(
         name: str, summary: str, example: str, *, parents: Sequence[argparse.ArgumentParser] = ()
@@ -485,12 +486,12 @@ def _parser() -> argparse.ArgumentParser:
         "copy",
         "copy every session between a folder and a PostgreSQL table, verifying each",
         "sessionstore copy --from .port_sessions --to-dsn postgresql://localhost/app",
+        parents=[table],
     )
     sub.add_argument("--from", dest="from_dir", metavar="DIR", help="source folder")
     sub.add_argument("--from-dsn", metavar="DSN", help="source PostgreSQL database")
     sub.add_argument("--to", dest="to_dir", metavar="DIR", help="target folder")
     sub.add_argument("--to-dsn", metavar="DSN", help="target PostgreSQL database")
-    sub.add_argument("--table", default="sessions", help="PostgreSQL table (default: sessions)")
     sub.set_defaults(handler=_cmd_copy)
 
     schema = commands.add_parser(

@@ -81,17 +81,19 @@ class BackendSessionStore:
         ``CorruptSessionError`` (``SchemaVersionError`` for a newer version) or
         ``SessionReadError``.
         """
-        validate_session_id(session_id)
-        data = self._read(session_id)
         # No etag here: digesting the bytes costs more than decoding them.
-        return decode(data, session_id=session_id, path=self.backend.location(session_id))
+        return self._load_bytes(session_id)[0]
 
     def load_with_etag(self, session_id: str) -> tuple[StoredSession, str]:
         """Like ``load``, and also return the etag to pass to ``save(if_match=...)``."""
+        session, data = self._load_bytes(session_id)
+        return session, content_etag(data)
+
+    def _load_bytes(self, session_id: str) -> tuple[StoredSession, bytes]:
         validate_session_id(session_id)
         data = self._read(session_id)
         session = decode(data, session_id=session_id, path=self.backend.location(session_id))
-        return session, content_etag(data)
+        return session, data
 
     def exists(self, session_id: str) -> bool:
         """True when a document is stored under ``session_id``, whether or not it loads."""

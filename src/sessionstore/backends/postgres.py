@@ -297,13 +297,7 @@ class PostgresBackend:
                     held.conn = None
                     held.counts = {}
         except pg_errors.LockNotAvailable as exc:
-            raise LockTimeoutError(
-                f"session {session_id!r} in {self.description}: lock not acquired within "
-                f"{self.lock_timeout} s; another writer holds it (raise lock_timeout, or find "
-                "the stuck client)",
-                session_id=session_id,
-                path=self.location(session_id),
-            ) from exc
+            raise self._lock_timeout(session_id) from exc
         except psycopg.Error as exc:
             if body_failed:
                 raise
@@ -443,14 +437,18 @@ class PostgresBackend:
         try:
             yield
         except pg_errors.LockNotAvailable as exc:
-            raise LockTimeoutError(
-                f"session {session_id!r} in {self.description}: lock not acquired within "
-                f"{self.lock_timeout} s",
-                session_id=session_id,
-                path=self.location(session_id) if session_id else self.description,
-            ) from exc
+            raise self._lock_timeout(session_id) from exc
         except psycopg.Error as exc:
             raise self._error(cls, action, session_id, exc) from exc
+
+    def _lock_timeout(self, session_id: str | None) -> LockTimeoutError:
+        return LockTimeoutError(
+            f"session {session_id!r} in {self.description}: lock not acquired within "
+            f"{self.lock_timeout} s; another writer holds it (raise lock_timeout, or find "
+            "the stuck client)",
+            session_id=session_id,
+            path=self.location(session_id) if session_id else self.description,
+        )
 
     def _error(
         self,
