@@ -12,7 +12,7 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from sessionstore import CorruptSessionError, SessionStore, StoredSession, maintenance
+from sessionstore import SessionStore, SessionTooLargeError, StoredSession, maintenance
 from sessionstore.backends.base import content_etag
 from sessionstore.backends.postgres import PostgresBackend
 from sessionstore.cli import main
@@ -181,5 +181,5 @@ def test_read_many_reports_oversized_documents_and_skips_absent_ids(table: str) 
         found = store.backend.read_many(["small", "big", "absent"], max_bytes=1000)
     assert set(found) == {"small", "big"}
     assert isinstance(found["small"], bytes)
-    assert isinstance(found["big"], CorruptSessionError)
+    assert isinstance(found["big"], SessionTooLargeError)
     assert "max_bytes" in str(found["big"])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 from typing import Any
 
@@ -13,6 +14,7 @@ from hypothesis import strategies as st
 
 from sessionstore import CorruptSessionError, SchemaVersionError, StoredSession
 from sessionstore.codec import decode, decode_document, encode
+from sessionstore.migrations import V1_EXTRA_KEY
 from sessionstore.testing import strategies as sst
 
 PATH = "/store/s1.json"
@@ -36,7 +38,8 @@ def raw(doc: Any) -> bytes:
 def test_encode_is_indented_in_model_key_order_and_ends_with_newline() -> None:
     data = encode(StoredSession(session_id="s1", messages=("a",), input_tokens=1, output_tokens=2))
     keys = list(orjson.loads(data))
-    assert keys == list(StoredSession.model_fields)
+    fields = [field.name for field in dataclasses.fields(StoredSession)]
+    assert keys == ["schema_version", *(name for name in fields if name != "schema_version")]
     assert data.startswith(b'{\n  "schema_version": 2,\n')
     assert data.endswith(b"}\n")
 
@@ -64,7 +67,6 @@ def test_encode_is_indented_in_model_key_order_and_ends_with_newline() -> None:
         (raw(v1(input_tokens="5")), "input_tokens"),
         (raw(v1(output_tokens=2**63)), "output_tokens"),
         (raw(v1(session_id="other")), "'other', not the file's id"),
-        (raw(v1(colour="blue")), "unknown field"),
         (raw({**v1(), "schema_version": 2, "colour": "blue"}), "colour"),
         (raw({**v1(), "schema_version": 2, "created_at": "yesterday"}), "created_at"),
     ],
@@ -89,6 +91,19 @@ def test_newer_versions_are_refused_before_anything_else(version: int) -> None:
     assert info.value.found_version == version
     assert info.value.supported_version == 2
     assert "upgrade sessionstore" in str(info.value)
+
+
+def test_keys_the_original_module_ignored_are_kept_in_metadata() -> None:
+    # The original read its four keys and ignored the rest; refusing such a file
+    # would lose a session the original could load.
+    data = raw(v1(colour="blue", created_at="not ours", metadata=[1]))
+    decoded = decode_document(data, session_id="s1")
+    assert decoded.extra_keys == ("colour", "created_at", "metadata")
+    assert decoded.session.metadata == {
+        V1_EXTRA_KEY: {"colour": "blue", "created_at": "not ours", "metadata": [1]}
+    }
+    assert decoded.session.created_at is None
+    assert decoded.needs_rewrite
 
 
 def test_explicit_version_1_is_version_1() -> None:
@@ -150,3 +165,35 @@ def test_arbitrary_bytes_never_escape_as_other_errors(data: bytes) -> None:
     # Anything but a CorruptSessionError (or a success) propagates and fails the test.
     with contextlib.suppress(CorruptSessionError):
         decode(data, session_id="s1", path=PATH)
+
+
+def test_integers_beyond_64_bits_in_metadata_are_refused_not_rounded() -> None:
+    # Issue 9.20: they loaded as floats and were written back rounded.
+    data = encode(StoredSession("s1", (), 0, 0, metadata={"n": 1})).replace(
+        b'"n": 1', b'"n": 123456789012345678901234567890'
+    )
+    with pytest.raises(CorruptSessionError, match="64-bit") as info:
+        decode(data, session_id="s1")
+    assert info.value.reason == "invalid-fields"
+
+
+def test_a_deep_seed_document_with_a_lone_surrogate_is_a_clean_error() -> None:
+    # Issue 9.12: the legacy repair walked recursively and raised RecursionError.
+    deep = "[" * 600 + '"\\ud800"' + "]" * 600
+    data = (
+        '{"session_id": "s1", "messages": [], "input_tokens": 0, "output_tokens": 0, '
+        f'"extra": {deep}}}'
+    ).encode()
+    with pytest.raises(CorruptSessionError, match="nests deeper"):
+        decode(data, session_id="s1")
+
+
+def test_a_seed_document_with_a_surrogate_in_an_extra_key_is_repaired() -> None:
+    data = (
+        b'{"session_id": "s1", "messages": ["\\ud83d"], "input_tokens": 0, '
+        b'"output_tokens": 0, "note": {"k\\udc00": ["\\ud800"]}}'
+    )
+    decoded = decode_document(data, session_id="s1")
+    assert decoded.session.messages == ("\ufffd",)
+    assert decoded.session.metadata == {V1_EXTRA_KEY: {"note": {"k\ufffd": ["\ufffd"]}}}
+    assert decoded.repaired_surrogates == 3

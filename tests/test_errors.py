@@ -9,16 +9,23 @@ from pathlib import Path
 import pytest
 
 from sessionstore import (
+    CommitUnknownError,
     ConflictError,
     CorruptSessionError,
+    InvalidSessionIdDeleteError,
     InvalidSessionIdError,
     LockTimeoutError,
+    NotARegularFileError,
     SchemaVersionError,
     SessionDeleteError,
     SessionNotFoundError,
     SessionReadError,
+    SessionRefusedError,
     SessionStoreError,
+    SessionTooLargeError,
     SessionWriteError,
+    TransientDeleteError,
+    TransientError,
 )
 
 PATH = Path("/store/s1.json")
@@ -27,7 +34,14 @@ CASES = [
     (SessionNotFoundError("session 's1' not found", session_id="s1", path=PATH), KeyError),
     (InvalidSessionIdError("invalid session id '../x'", session_id="../x"), ValueError),
     (
-        CorruptSessionError("session 's1' in /store/s1.json: bad", session_id="s1", path=PATH),
+        CorruptSessionError(
+            "session 's1' in /store/s1.json: bad",
+            session_id="s1",
+            path=PATH,
+            reason="not-json",
+            detail="bad",
+            offset=7,
+        ),
         ValueError,
     ),
     (
@@ -38,7 +52,26 @@ CASES = [
             found_version=3,
             supported_version=2,
         ),
-        CorruptSessionError,
+        ValueError,
+    ),
+    (
+        SessionTooLargeError(
+            "session 's1' too large", session_id="s1", path=PATH, size=10, max_bytes=5
+        ),
+        SessionRefusedError,
+    ),
+    (NotARegularFileError("session 's1' is a FIFO", session_id="s1", path=PATH), ValueError),
+    (
+        CommitUnknownError("session 's1' may have landed", session_id="s1", path=PATH),
+        SessionWriteError,
+    ),
+    (
+        TransientDeleteError("session 's1' lock timed out", session_id="s1", path=PATH),
+        SessionDeleteError,
+    ),
+    (
+        InvalidSessionIdDeleteError("invalid session id '../x'", session_id="../x"),
+        SessionDeleteError,
     ),
     (ConflictError("session 's1' changed", session_id="s1", path=PATH), SessionStoreError),
     (LockTimeoutError("session 's1' lock", session_id="s1", path=PATH), TimeoutError),
@@ -86,7 +119,17 @@ def test_error_survives_pickling_with_its_attributes(
     assert copy.session_id == error.session_id
     assert copy.path == error.path
     assert copy.args == error.args
-    for name in ("errno", "strerror", "found_version", "supported_version"):
+    for name in (
+        "errno",
+        "strerror",
+        "found_version",
+        "supported_version",
+        "reason",
+        "detail",
+        "offset",
+        "size",
+        "max_bytes",
+    ):
         assert getattr(copy, name, None) == getattr(error, name, None)
 
 
@@ -101,3 +144,50 @@ def test_not_found_is_caught_by_seed_style_except_keyerror() -> None:
     with pytest.raises(KeyError) as info:
         raise SessionNotFoundError("session 's1' not found in .port_sessions", session_id="s1")
     assert str(info.value) == "session 's1' not found in .port_sessions"
+
+
+@pytest.mark.parametrize(
+    ("error_class", "transient"),
+    [
+        (LockTimeoutError, True),
+        (SessionReadError, True),
+        (SessionWriteError, True),
+        (CommitUnknownError, True),
+        (TransientDeleteError, True),
+        (SessionDeleteError, False),
+        (InvalidSessionIdDeleteError, False),
+        (InvalidSessionIdError, False),
+        (CorruptSessionError, False),
+        (SchemaVersionError, False),
+        (SessionTooLargeError, False),
+        (NotARegularFileError, False),
+        (ConflictError, False),
+        (SessionNotFoundError, False),
+    ],
+)
+def test_only_failures_worth_retrying_are_transient(
+    error_class: type[SessionStoreError], transient: bool
+) -> None:
+    assert issubclass(error_class, TransientError) is transient
+
+
+def test_newer_data_and_policy_refusals_are_not_damage() -> None:
+    # doctor quarantines damage only: a newer or a too-large session is valid data.
+    for error_class in (SchemaVersionError, SessionTooLargeError, NotARegularFileError):
+        assert not issubclass(error_class, CorruptSessionError)
+
+
+def test_invalid_id_on_delete_is_caught_by_every_handler_the_original_callers_use() -> None:
+    error = InvalidSessionIdDeleteError("invalid session id '../x'", session_id="../x")
+    for handler in (SessionDeleteError, InvalidSessionIdError, ValueError, OSError):
+        assert isinstance(error, handler)
+
+
+def test_the_original_argument_shapes_still_construct() -> None:
+    # The original module's errors were a plain KeyError and OSError subclass.
+    assert str(SessionNotFoundError()) == ""
+    assert str(SessionNotFoundError("session 'x' not found")) == "session 'x' not found"
+    error = SessionDeleteError(errno.EACCES, "Permission denied")
+    assert error.errno == errno.EACCES
+    assert str(error) == str(OSError(errno.EACCES, "Permission denied"))
+    assert str(SessionDeleteError("could not delete")) == "could not delete"

@@ -13,6 +13,7 @@ import socket
 import sys
 import threading
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import orjson
@@ -24,12 +25,12 @@ from psycopg_pool import ConnectionPool
 
 from sessionstore import (
     ConflictError,
-    CorruptSessionError,
     LockTimeoutError,
     SessionNotFoundError,
     SessionReadError,
     SessionStore,
     SessionStoreError,
+    SessionTooLargeError,
     SessionWriteError,
     StoredSession,
 )
@@ -177,7 +178,7 @@ def test_connection_lost_inside_update_writes_nothing(store: PostgresSessionStor
         assert held is not None
         with psycopg.connect(DSN, autocommit=True) as other:
             other.execute("SELECT pg_terminate_backend(%s)", [held.info.backend_pid])
-        return session.model_copy(update={"messages": ("new",)})
+        return replace(session, messages=("new",))
 
     with pytest.raises(SessionWriteError, match="cannot write"):
         store.update("s1", kill_my_connection)
@@ -242,10 +243,11 @@ def _schema_version_column(store: PostgresSessionStore, session_id: str) -> obje
 
 @postgres_only
 def test_oversized_document_is_refused_unread(table: str) -> None:
-    with PostgresSessionStore(DSN, table=table, max_bytes=100) as store:
+    with PostgresSessionStore(DSN, table=table) as store:
         store.setup()
         store.save(_session("big", "x" * 200))
-        with pytest.raises(CorruptSessionError, match="over the store's max_bytes of 100"):
+    with PostgresSessionStore(DSN, table=table, max_bytes=100) as store:
+        with pytest.raises(SessionTooLargeError, match="over the store's max_bytes of 100"):
             store.load("big")
 
 
@@ -303,7 +305,7 @@ def test_update_raising_inside_lock_writes_nothing(store: PostgresSessionStore) 
     store.save(_session("s1", "a"))
 
     def half_then_fail(session: StoredSession) -> StoredSession:
-        store.backend.write("s1", encode(session.model_copy(update={"messages": ("half",)})))
+        store.backend.write("s1", encode(replace(session, messages=("half",))))
         raise RuntimeError("failed after a write inside the lock")
 
     with pytest.raises(RuntimeError):
@@ -366,7 +368,7 @@ def test_a_borrowed_pool_works_and_stays_open(table: str) -> None:
         with PostgresSessionStore(pool, table=table) as store:
             store.setup()
             store.append_messages("s1", ["a"])
-            store.update("s1", lambda s: s.model_copy(update={"messages": (*s.messages, "b")}))
+            store.update("s1", lambda s: replace(s, messages=(*s.messages, "b")))
             assert store.load("s1").messages == ("a", "b")
         assert not pool.closed
         with pool.connection() as conn:

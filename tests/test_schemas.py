@@ -8,7 +8,7 @@ from pathlib import Path
 
 import orjson
 
-from sessionstore.models import MODELS
+from sessionstore.history import MODELS
 from sessionstore.schemas import diff_schemas, generate_schemas, schema_file_name, write_schemas
 
 SCHEMAS = Path(__file__).parent.parent / "schemas"

@@ -5,21 +5,26 @@ from __future__ import annotations
 import errno
 import os
 import stat
+from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import pytest
 from pydantic import ValidationError
+from pydantic.dataclasses import dataclass as pydantic_dataclass
 
 import sessionstore
 from sessionstore import (
     ConflictError,
     CorruptSessionError,
     InvalidSessionIdError,
+    NotARegularFileError,
     SchemaVersionError,
     SessionDeleteError,
     SessionNotFoundError,
     SessionStore,
+    SessionTooLargeError,
     SessionWriteError,
     StoredSession,
     delete_session,
@@ -30,6 +35,7 @@ from sessionstore import (
 )
 from sessionstore.backends.base import content_etag
 from sessionstore.codec import encode
+from tests.helpers import unvalidated
 
 
 def make(session_id: str = "s1", *messages: str, tokens: int = 0) -> StoredSession:
@@ -169,17 +175,17 @@ def test_invalid_ids_are_refused_before_any_filesystem_call(
     store: SessionStore, bad_id: str, fs_calls: list[str]
 ) -> None:
     operations = [
-        lambda: store.save(make().model_copy(update={"session_id": bad_id})),
+        lambda: store.save(replace(make(), session_id=bad_id)),
         lambda: store.load(bad_id),
         lambda: store.exists(bad_id),
         lambda: store.delete(bad_id),
-        lambda: store.create(make().model_copy(update={"session_id": bad_id})),
+        lambda: store.create(replace(make(), session_id=bad_id)),
         lambda: store.append_messages(bad_id, ["m"]),
         lambda: store.update(bad_id, lambda s: s),
         lambda: load_session(bad_id, store.directory),
         lambda: session_exists(bad_id, store.directory),
         lambda: delete_session(bad_id, store.directory),
-        lambda: save_session(make().model_copy(update={"session_id": bad_id}), store.directory),
+        lambda: save_session(replace(make(), session_id=bad_id), store.directory),
     ]
     for operation in operations:
         with pytest.raises(InvalidSessionIdError):
@@ -252,11 +258,35 @@ def test_loading_an_old_version_never_writes(store: SessionStore) -> None:
 
 
 def test_file_over_max_bytes_is_refused_without_reading(tmp_path: Path) -> None:
+    SessionStore(tmp_path).save(make("big", "x" * 200))
     small = SessionStore(tmp_path, max_bytes=100)
-    small.save(make("big", "x" * 200))
-    with pytest.raises(CorruptSessionError, match="over the store's max_bytes of 100"):
+    with pytest.raises(SessionTooLargeError, match="over the store's max_bytes of 100") as info:
         small.load("big")
+    assert info.value.size == len((tmp_path / "big.json").read_bytes())
+    assert info.value.max_bytes == 100
     assert SessionStore(tmp_path).load("big").messages == ("x" * 200,)
+
+
+@pytest.mark.parametrize(
+    "write",
+    [
+        lambda store: store.save(make("big", "x" * 200)),
+        lambda store: store.create(make("big", "x" * 200)),
+        lambda store: store.append_messages("big", ["x" * 200]),
+        lambda store: store.update("big", lambda s: replace(s, messages=("x" * 200,))),
+    ],
+    ids=["save", "create", "append_messages", "update"],
+)
+def test_no_write_stores_what_its_own_load_would_refuse(
+    tmp_path: Path, write: Callable[[SessionStore], object]
+) -> None:
+    store = SessionStore(tmp_path, max_bytes=300)
+    store.save(make("big", "small"))
+    before = (tmp_path / "big.json").read_bytes()
+    with pytest.raises(SessionTooLargeError, match="nothing was written"):
+        write(store)
+    assert (tmp_path / "big.json").read_bytes() == before
+    assert store.load("big").messages == ("small",)
 
 
 def test_symlink_at_session_path_is_refused(store: SessionStore, tmp_path: Path) -> None:
@@ -266,14 +296,14 @@ def test_symlink_at_session_path_is_refused(store: SessionStore, tmp_path: Path)
     )
     store.directory.mkdir(parents=True)
     (store.directory / "s1.json").symlink_to(outside)
-    with pytest.raises(CorruptSessionError, match="symbolic link"):
+    with pytest.raises(NotARegularFileError, match="symbolic link"):
         store.load("s1")
 
 
 def test_fifo_at_session_path_is_refused_without_hanging(store: SessionStore) -> None:
     store.directory.mkdir(parents=True)
     os.mkfifo(store.directory / "f.json")
-    with pytest.raises(CorruptSessionError, match="FIFO"):
+    with pytest.raises(NotARegularFileError, match="FIFO"):
         store.load("f")
 
 
@@ -361,7 +391,7 @@ def test_create_refuses_an_existing_id(store: SessionStore) -> None:
 
 def test_update_applies_the_function_under_the_lock(store: SessionStore) -> None:
     store.save(make("u", "a", tokens=1))
-    result = store.update("u", lambda s: s.model_copy(update={"input_tokens": s.input_tokens + 1}))
+    result = store.update("u", lambda s: replace(s, input_tokens=s.input_tokens + 1))
     assert result.input_tokens == 2
     assert store.load("u") == result
 
@@ -369,7 +399,7 @@ def test_update_applies_the_function_under_the_lock(store: SessionStore) -> None
 def test_update_refuses_a_function_that_changes_the_id(store: SessionStore) -> None:
     store.save(make("u"))
     with pytest.raises(ValueError, match="changed the session id"):
-        store.update("u", lambda s: s.model_copy(update={"session_id": "v"}))
+        store.update("u", lambda s: replace(s, session_id="v"))
     assert store.list() == ["u"]
 
 
@@ -433,9 +463,7 @@ def test_etag_is_stable_and_tells_different_bytes_apart() -> None:
 def test_large_save_and_create_return_the_etag_of_the_bytes_written(store: SessionStore) -> None:
     session = big()
     assert store.create(session) == content_etag(encode(session))
-    etag = store.save(
-        session.model_copy(update={"input_tokens": 5}), if_match=content_etag(encode(session))
-    )
+    etag = store.save(replace(session, input_tokens=5), if_match=content_etag(encode(session)))
     assert store.load_with_etag("big")[1] == etag
     assert etag == content_etag(store.path_of("big").read_bytes())
 
@@ -457,7 +485,7 @@ def test_listing_a_large_folder_matches_the_id_rules(store: SessionStore) -> Non
 
 def test_append_gives_what_building_the_session_by_hand_gives(store: SessionStore) -> None:
     first = store.append_messages("a", ["héllo 🚀", "plain"], input_tokens=1)
-    store.save(first.model_copy(update={"metadata": {"k": [1, 2.5, None, "v"]}}))
+    store.save(replace(first, metadata={"k": [1, 2.5, None, "v"]}))
     later = store.append_messages("a", ["déjà", "vu"], output_tokens=4)
     by_hand = StoredSession(
         session_id="a",
@@ -469,7 +497,6 @@ def test_append_gives_what_building_the_session_by_hand_gives(store: SessionStor
         metadata={"k": [1, 2.5, None, "v"]},
     )
     assert later == by_hand
-    assert later.model_fields_set == by_hand.model_fields_set
     assert store.load("a") == later
 
 
@@ -498,3 +525,58 @@ def test_append_refuses_what_the_model_refuses_with_the_same_error(
         include_url=False, include_context=False
     )
     assert snapshot(store.directory) == before
+
+
+def test_save_validates_a_session_built_around_validation(store: SessionStore) -> None:
+    # Issue 9.8: an unvalidated instance once replaced a good file with one that
+    # could not be loaded.
+    store.save(make("s1", "good"))
+    before = store.path_of("s1").read_bytes()
+    for bad in (
+        unvalidated(session_id="s1", messages=("x",), input_tokens=-1, output_tokens=0),
+        unvalidated(session_id="s1", messages=("\ud800",), input_tokens=0, output_tokens=0),
+    ):
+        for write in (store.save, store.create, lambda s: store.update("s1", lambda _: s)):
+            with pytest.raises(ValidationError):
+                write(bad)
+    assert store.path_of("s1").read_bytes() == before
+
+
+def test_save_validates_metadata_changed_after_construction(store: SessionStore) -> None:
+    session = StoredSession("s1", (), 0, 0, metadata={"n": 1})
+    session.metadata["n"] = float("nan")  # a frozen dataclass still holds a mutable dict
+    with pytest.raises(ValidationError, match="NaN"):
+        store.save(session)
+    assert not store.exists("s1")
+
+
+def test_a_subclass_whose_fields_would_be_lost_is_refused(store: SessionStore) -> None:
+    @pydantic_dataclass(frozen=True)
+    class Tagged(StoredSession):
+        tag: str = "kept?"
+
+    with pytest.raises(ValueError, match=r"\['tag'\].*would be lost"):
+        store.save(Tagged("s1", (), 0, 0))
+    assert not store.exists("s1")
+
+    @pydantic_dataclass(frozen=True)
+    class Plain(StoredSession):
+        pass
+
+    store.save(Plain("s2", ("m",), 0, 0))
+    assert type(store.load("s2")) is StoredSession
+
+
+@pytest.mark.parametrize("tokens", [-1, True, False, 1.0, "1", None, 2**63])
+def test_append_refuses_token_counts_that_are_not_counts(
+    store: SessionStore, tokens: object
+) -> None:
+    # Issue 9.22: negative values lowered the totals; True was accepted or refused
+    # depending on whether the session existed.
+    store.save(make("s1", "a"))
+    for session_id in ("s1", "new"):
+        for name in ("input_tokens", "output_tokens"):
+            with pytest.raises(ValueError, match=name):
+                store.append_messages(session_id, ["m"], **{name: tokens})  # type: ignore[arg-type]
+    assert store.load("s1") == make("s1", "a")
+    assert not store.exists("new")

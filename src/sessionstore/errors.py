@@ -1,21 +1,29 @@
 """The exception tree of sessionstore.
 
-Every class refines the builtin it resembles, so code written against the seed
-(``except KeyError``, ``except OSError``) keeps working::
+Every class refines the builtin it resembles, so code written against the
+original module (``except KeyError``, ``except OSError``, ``except ValueError``)
+keeps working. The tree keeps apart what a caller acts on differently::
 
     SessionStoreError(Exception)
-    ├── SessionNotFoundError(KeyError)     no such session
-    ├── InvalidSessionIdError(ValueError)  refused before any filesystem call
-    ├── CorruptSessionError(ValueError)    the stored document is not a usable session
-    │   └── SchemaVersionError             written by a newer sessionstore
-    ├── ConflictError                      ``if_match`` or ``create`` lost a race
-    ├── LockTimeoutError(TimeoutError)     a session lock was not acquired in time
-    ├── SessionReadError(OSError)          the stored document could not be read
-    ├── SessionWriteError(OSError)         a save failed; the old document is intact
-    └── SessionDeleteError(OSError)        the session exists but could not be removed
+    ├── SessionNotFoundError(KeyError)        no such session
+    ├── InvalidSessionIdError(ValueError)     refused before any storage call
+    │   └── InvalidSessionIdDeleteError       ... on the delete path (also a SessionDeleteError)
+    ├── CorruptSessionError(ValueError)       the stored bytes are damaged
+    ├── SchemaVersionError(ValueError)        written by a newer sessionstore: data, not damage
+    ├── SessionRefusedError(ValueError)       refused by the store's policy, not damage
+    │   ├── SessionTooLargeError              over ``max_bytes`` (on load or on write)
+    │   └── NotARegularFileError              a link, folder, FIFO or device at the session's name
+    ├── ConflictError                         ``if_match`` or ``create`` lost a race
+    ├── TransientError                        the same call may succeed later: retry on this
+    │   ├── LockTimeoutError(TimeoutError)    the session's lock was not had in time
+    │   ├── SessionReadError(OSError)         reading failed (I/O, permissions, connection)
+    │   ├── SessionWriteError(OSError)        a write failed; nothing was written
+    │   │   └── CommitUnknownError            ... after it may have landed: check, then retry
+    │   └── TransientDeleteError              a delete failed the same way (a SessionDeleteError)
+    └── SessionDeleteError(OSError)           the session exists but could not be removed
 
-Every error carries ``session_id`` and ``path`` (the file, or a description of
-where the document lives for other backends; either may be ``None``) and
+Every error carries ``session_id`` and ``path`` (the file, or where the document
+lives on other backends; either may be ``None``), names both in its message and
 survives pickling. This module imports nothing from the package.
 """
 
@@ -25,16 +33,23 @@ import os
 from typing import Any
 
 __all__ = [
+    "CommitUnknownError",
     "ConflictError",
     "CorruptSessionError",
+    "InvalidSessionIdDeleteError",
     "InvalidSessionIdError",
     "LockTimeoutError",
+    "NotARegularFileError",
     "SchemaVersionError",
     "SessionDeleteError",
     "SessionNotFoundError",
     "SessionReadError",
+    "SessionRefusedError",
     "SessionStoreError",
+    "SessionTooLargeError",
     "SessionWriteError",
+    "TransientDeleteError",
+    "TransientError",
 ]
 
 
@@ -47,7 +62,7 @@ class SessionStoreError(Exception):
 
     def __init__(
         self,
-        message: str,
+        message: str = "",
         *,
         session_id: str | None = None,
         path: object = None,
@@ -70,7 +85,10 @@ class SessionStoreError(Exception):
 
 
 class SessionNotFoundError(SessionStoreError, KeyError):
-    """No session with this id exists in the store."""
+    """No session with this id exists in the store.
+
+    Constructs like the original's (``SessionNotFoundError()`` or with one message).
+    """
 
     # KeyError.__str__ would wrap the message in quotes; SessionStoreError's does not.
     __str__ = SessionStoreError.__str__
@@ -81,18 +99,49 @@ class InvalidSessionIdError(SessionStoreError, ValueError):
 
 
 class CorruptSessionError(SessionStoreError, ValueError):
-    """The stored document exists but is not a usable session.
+    """The stored bytes exist but are damaged: not a usable session.
 
-    The library never replaces, repairs or deletes such a document on its own.
+    ``reason`` is a short stable code (``not-json``, ``not-an-object``,
+    ``bad-version``, ``invalid-fields``, ``unknown-fields``, ``id-mismatch``,
+    ``bad-surrogates``, ``damaged-record``), ``detail`` the human explanation and
+    ``offset`` the byte offset of the damage when it is known. The library never
+    replaces, repairs or deletes such a document on its own.
     """
-
-
-class SchemaVersionError(CorruptSessionError):
-    """The document was written by a newer sessionstore; it was not read further."""
 
     def __init__(
         self,
-        message: str,
+        message: str = "",
+        *,
+        session_id: str | None = None,
+        path: object = None,
+        reason: str = "invalid",
+        detail: str = "",
+        offset: int | None = None,
+    ) -> None:
+        super().__init__(message, session_id=session_id, path=path)
+        self.reason = reason
+        self.detail = detail or message
+        self.offset = offset
+
+    def _kwargs(self) -> dict[str, Any]:
+        return {
+            **super()._kwargs(),
+            "reason": self.reason,
+            "detail": self.detail,
+            "offset": self.offset,
+        }
+
+
+class SchemaVersionError(SessionStoreError, ValueError):
+    """The document was written by a newer sessionstore; it was not read further.
+
+    Newer data is not damage: upgrade sessionstore to read it. ``found_version``
+    and ``supported_version`` say which versions met.
+    """
+
+    def __init__(
+        self,
+        message: str = "",
         *,
         session_id: str | None = None,
         path: object = None,
@@ -111,6 +160,44 @@ class SchemaVersionError(CorruptSessionError):
         }
 
 
+class SessionRefusedError(SessionStoreError, ValueError):
+    """The store's policy refuses this document; it is not damaged.
+
+    ``sessionstore doctor`` reports these and never quarantines them.
+    """
+
+
+class SessionTooLargeError(SessionRefusedError):
+    """The session is larger than the store's ``max_bytes``.
+
+    On load the document was not read; on a write nothing was written. ``size``
+    is the size found (or that the write would have made) and ``max_bytes`` the limit.
+    """
+
+    def __init__(
+        self,
+        message: str = "",
+        *,
+        session_id: str | None = None,
+        path: object = None,
+        size: int | None = None,
+        max_bytes: int | None = None,
+    ) -> None:
+        super().__init__(message, session_id=session_id, path=path)
+        self.size = size
+        self.max_bytes = max_bytes
+
+    def _kwargs(self) -> dict[str, Any]:
+        return {**super()._kwargs(), "size": self.size, "max_bytes": self.max_bytes}
+
+
+class NotARegularFileError(SessionRefusedError):
+    """A symbolic link, folder, FIFO, socket or device sits at the session's file name.
+
+    sessionstore never follows or opens such an entry as a session.
+    """
+
+
 class ConflictError(SessionStoreError):
     """A conditional write found another version (``if_match``) or an existing id (``create``).
 
@@ -118,8 +205,13 @@ class ConflictError(SessionStoreError):
     """
 
 
-class LockTimeoutError(SessionStoreError, TimeoutError):
-    """The per-session lock could not be acquired within the store's lock timeout."""
+class TransientError(SessionStoreError):
+    """The call failed for a reason that may pass: the same call may succeed if retried.
+
+    Lock timeouts, I/O errors, a lost connection and a commit whose outcome is
+    unknown (``CommitUnknownError``) share this base. A write that raised it wrote
+    nothing, except ``CommitUnknownError``, after which the write may have landed.
+    """
 
 
 class _OSErrorMixin(SessionStoreError, OSError):
@@ -127,7 +219,7 @@ class _OSErrorMixin(SessionStoreError, OSError):
 
     def __init__(
         self,
-        message: str,
+        message: str = "",
         *,
         session_id: str | None = None,
         path: object = None,
@@ -144,17 +236,69 @@ class _OSErrorMixin(SessionStoreError, OSError):
     __str__ = SessionStoreError.__str__
 
 
-class SessionReadError(_OSErrorMixin):
-    """The stored document exists but reading it failed (permissions, I/O error)."""
+class LockTimeoutError(TransientError, TimeoutError):
+    """The per-session lock could not be acquired within the store's ``lock_timeout``."""
+
+    # TimeoutError.__str__ would show "[Errno None] ..."; SessionStoreError's does not.
+    __str__ = SessionStoreError.__str__
 
 
-class SessionWriteError(_OSErrorMixin):
-    """A save failed. Unless the message says the rename already happened, the old
-    document is byte-for-byte intact and no temporary file is left behind."""
+class SessionReadError(_OSErrorMixin, TransientError):
+    """Reading failed (permissions, an I/O error, a lost connection); ``errno`` kept."""
+
+
+class SessionWriteError(_OSErrorMixin, TransientError):
+    """A write failed; the old document is byte-for-byte intact and nothing was written.
+
+    ``errno`` is kept. Its subclass ``CommitUnknownError`` is the one case where
+    the write may have landed.
+    """
+
+
+class CommitUnknownError(SessionWriteError):
+    """The write may or may not have landed: the failure came after the point of no return.
+
+    A lost reply to a database commit, or a failed folder fsync after the rename.
+    The document is whole either way (the old version or the new, never a mix);
+    load it to find out. A retried ``create`` or conditional save of the same
+    document succeeds when the first attempt had landed.
+    """
 
 
 class SessionDeleteError(_OSErrorMixin):
-    """The session exists but could not be removed (permissions, I/O error, a directory).
+    """The session exists but could not be removed (permissions, I/O error, a folder).
 
-    The original ``OSError`` is the ``__cause__``. The caller may retry or escalate.
+    Constructs like the original's (``SessionDeleteError(errno, strerror)`` or one
+    message). The original error, where there is one, is the ``__cause__``.
     """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        if len(args) == 2 and isinstance(args[0], int) and "errno" not in kwargs:
+            # The OSError shape the original module's callers may use.
+            number, text = args
+            kwargs["errno"] = number
+            args = (f"[Errno {number}] {text}",)
+        super().__init__(*args, **kwargs)
+
+
+class TransientDeleteError(SessionDeleteError, TransientError):
+    """A delete failed for a reason that may pass (I/O, lock timeout, lost connection)."""
+
+
+class InvalidSessionIdDeleteError(InvalidSessionIdError, SessionDeleteError):
+    """``delete`` was given an id the store cannot hold.
+
+    Both an ``InvalidSessionIdError`` (a ``ValueError``) and a
+    ``SessionDeleteError`` (an ``OSError``), so the original module's callers,
+    who catch only ``SessionDeleteError`` around a delete, handle it too.
+    """
+
+    def __init__(
+        self,
+        message: str = "",
+        *,
+        session_id: str | None = None,
+        path: object = None,
+        errno: int | None = None,
+    ) -> None:
+        SessionDeleteError.__init__(self, message, session_id=session_id, path=path, errno=errno)

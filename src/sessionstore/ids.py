@@ -38,14 +38,17 @@ def is_valid_session_id(session_id: object) -> bool:
     )
 
 
-def validate_session_id(session_id: object) -> str:
-    """Return ``session_id`` if it is valid; raise ``InvalidSessionIdError`` otherwise."""
+def validate_session_id(
+    session_id: object, *, error: type[InvalidSessionIdError] = InvalidSessionIdError
+) -> str:
+    """Return ``session_id`` if it is valid; raise ``error`` (an ``InvalidSessionIdError``)
+    otherwise."""
     if is_valid_session_id(session_id):
         return session_id  # type: ignore[return-value]  # checked to be a str above
     shown = repr(session_id)
     if len(shown) > 80:
         shown = shown[:77] + "..."
-    raise InvalidSessionIdError(
+    raise error(
         f"invalid session id {shown}: an id must be {_RULE}",
         session_id=session_id if type(session_id) is str else None,
     )

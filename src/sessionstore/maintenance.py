@@ -23,9 +23,11 @@ from sessionstore.codec import DecodedSession, decode_document, encode
 from sessionstore.errors import (
     ConflictError,
     CorruptSessionError,
+    NotARegularFileError,
     SchemaVersionError,
     SessionReadError,
     SessionStoreError,
+    SessionTooLargeError,
     SessionWriteError,
 )
 from sessionstore.ids import is_valid_session_id
@@ -57,11 +59,12 @@ CORRUPT = "corrupt"
 TOO_NEW = "too-new"
 INVALID_NAME = "invalid-name"
 NOT_REGULAR = "not-a-regular-file"
+TOO_LARGE = "too-large"
 UNREADABLE = "unreadable"
 
 LOADABLE = frozenset({CURRENT, NEEDS_MIGRATION, REPAIRABLE})
 """Statuses of files that load."""
-PROBLEMS = frozenset({CORRUPT, TOO_NEW, INVALID_NAME, NOT_REGULAR, UNREADABLE})
+PROBLEMS = frozenset({CORRUPT, TOO_NEW, TOO_LARGE, INVALID_NAME, NOT_REGULAR, UNREADABLE})
 """Statuses of files that do not load; migrate and the library leave them untouched."""
 
 QUARANTINE_DIR_NAME = ".quarantine"
@@ -110,6 +113,10 @@ def _inspect(directory: Path, name: str, max_bytes: int) -> tuple[FileReport, by
         decoded = decode_document(data, session_id=session_id, path=path)
     except SchemaVersionError as exc:
         return FileReport(name, TOO_NEW, session_id, detail=str(exc), **base), None
+    except SessionTooLargeError as exc:
+        return FileReport(name, TOO_LARGE, session_id, detail=str(exc), **base), None
+    except NotARegularFileError as exc:
+        return FileReport(name, NOT_REGULAR, session_id, detail=str(exc), **base), None
     except CorruptSessionError as exc:
         return FileReport(name, CORRUPT, session_id, detail=str(exc), **base), None
     except SessionReadError as exc:
@@ -408,6 +415,8 @@ def _inspect_stored(
         decoded = decode_document(fetched, session_id=session_id, path=where)
     except SchemaVersionError as exc:
         return FileReport(name, TOO_NEW, session_id, detail=str(exc)), None
+    except SessionTooLargeError as exc:
+        return FileReport(name, TOO_LARGE, session_id, detail=str(exc)), None
     except CorruptSessionError as exc:
         return FileReport(name, CORRUPT, session_id, detail=str(exc)), None
     except SessionReadError as exc:

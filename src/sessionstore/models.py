@@ -1,41 +1,49 @@
-"""Pydantic v2 models of every schema version, and the checks that keep them storable.
+"""The current session type, and the checks that keep every session storable.
 
-``StoredSession`` is the current version (2). ``SessionV1`` describes the seed's
-format and is kept frozen so that its JSON Schema can always be regenerated.
+``StoredSession`` is a frozen Pydantic dataclass, so it behaves like the
+original module's ``@dataclass(frozen=True)`` (``dataclasses.replace``,
+``asdict``, ``fields``, positional construction and ``match`` patterns,
+``hash``, ``FrozenInstanceError``) while Pydantic validates every instance.
+The models of earlier schema versions live in ``sessionstore.history``, which
+``import sessionstore`` does not load.
 
-A model refuses, at construction, every value that orjson could not write and
-read back equal: lone surrogates in any string, integers outside the 64-bit
+A session refuses, at construction, every value that orjson could not write
+and read back equal: lone surrogates in any string, integers outside the 64-bit
 range, NaN and infinities, and nesting deeper than a document may have. So a
-session the model accepts always saves, and always loads back equal.
+session that validates always saves, and always loads back equal.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import math
 from collections import deque
-from collections.abc import Mapping
 from datetime import datetime, timezone
+from functools import cache
 from itertools import filterfalse
-from typing import TYPE_CHECKING, Annotated, Any, Literal, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import (
     AwareDatetime,
-    BaseModel,
     ConfigDict,
     Field,
     StrictInt,
     StrictStr,
+    TypeAdapter,
     ValidationInfo,
     field_validator,
 )
+from pydantic.dataclasses import dataclass
 
 __all__ = [
     "CURRENT_SCHEMA_VERSION",
     "MAX_METADATA_DEPTH",
     "MAX_TOKENS",
-    "MODELS",
-    "SessionV1",
+    "SEED_FIELDS",
     "StoredSession",
+    "check_text",
+    "session_adapter",
 ]
 
 CURRENT_SCHEMA_VERSION = 2
@@ -50,18 +58,19 @@ MAX_METADATA_DEPTH = 253
 orjson writes at most 254 nested containers; the session document is one of them.
 """
 
-DECODED_TEXT: Any = {"sessionstore": "text decoded by orjson"}
-"""Validation context the codec passes for documents it parsed with orjson.
+SEED_FIELDS = ("session_id", "messages", "input_tokens", "output_tokens")
+"""The original module's dataclass fields, in its order; ``StoredSession`` starts with them."""
 
-orjson refuses lone surrogates (escaped or as bytes) and the codec's seed-file
-path replaces them, so the messages of such a document need no second Unicode
-check. Compared by identity: an equal dict passed by anyone else does not count.
+DECODED_TEXT: Any = {"sessionstore": "text decoded by a strict JSON parser"}
+"""Validation context the codec passes for documents it parsed itself.
+
+The JSON parsers refuse lone surrogates (escaped or as bytes) and the codec's
+seed-file path replaces them, so the messages of such a document need no second
+Unicode check. Compared by identity: an equal dict passed by anyone else does not count.
 """
 
 _MIN_JSON_INT = -(2**63)
 _MAX_JSON_INT = 2**64 - 1
-
-_S = TypeVar("_S", bound="StoredSession")
 
 TokenCount = Annotated[StrictInt, Field(ge=0, le=MAX_TOKENS)]
 
@@ -77,7 +86,7 @@ def check_text(value: str, what: str) -> str:
     return value
 
 
-def _json_value(value: Any, where: str, depth: int) -> Any:
+def json_value(value: Any, where: str, depth: int = 0) -> Any:
     """Return a plain-JSON copy of ``value`` (tuples become lists) or raise ``ValueError``."""
     # Exact type checks: bool is an int subclass but a JSON literal of its own;
     # other int/float/str subclasses (enums) would not read back as themselves.
@@ -107,101 +116,66 @@ def _json_value(value: Any, where: str, depth: int) -> Any:
                     msg = f"{where} has a key {key!r} that is not a string"
                     raise ValueError(msg)
                 check_text(key, f"{where} key {key[:40]!r}")
-                out[key] = _json_value(item, f"{where}[{key[:40]!r}]", depth + 1)
+                out[key] = json_value(item, f"{where}[{key[:40]!r}]", depth + 1)
             return out
-        return [_json_value(item, f"{where}[{i}]", depth + 1) for i, item in enumerate(value)]
+        return [json_value(item, f"{where}[{i}]", depth + 1) for i, item in enumerate(value)]
     msg = (
         f"{where} is a {kind.__name__}, not a JSON value (null, bool, int, float, str, list, dict)"
     )
     raise ValueError(msg)
 
 
-class SessionV1(BaseModel):
-    """Schema version 1: the seed's format. Four keys; ``schema_version`` absent or 1.
-
-    Frozen history: never change this class; add a new version instead.
-    """
-
-    model_config = ConfigDict(frozen=True, extra="forbid", title="Session, schema version 1")
-
-    schema_version: Literal[1] = 1
-    session_id: StrictStr
-    messages: tuple[StrictStr, ...]
-    input_tokens: StrictInt
-    output_tokens: StrictInt
-
-
-_SEED_FIELDS = ("session_id", "messages", "input_tokens", "output_tokens")
-"""The seed's dataclass fields, in its order: what ``StoredSession`` accepts by position."""
-
-
-if TYPE_CHECKING:
-    # Type checkers see Pydantic's own metaclass, hence its keyword-only ``__init__``.
-    from pydantic._internal._model_construction import ModelMetaclass as _SeedPositional
-else:
-
-    class _SeedPositional(type(BaseModel)):
-        """Lets ``StoredSession(...)`` take the seed's four fields by position, as the
-        seed's dataclass did: ``StoredSession("chat-1", ("hi",), 3, 0)``.
-
-        A metaclass, not an ``__init__`` override: Pydantic routes every
-        ``model_validate`` through a custom ``__init__`` (and drops its context),
-        which made each load several times slower.
-        """
-
-        def __call__(cls, *args: Any, **data: Any) -> Any:
-            if args:
-                if len(args) > len(_SEED_FIELDS):
-                    msg = (
-                        f"StoredSession() takes at most {len(_SEED_FIELDS)} positional "
-                        f"arguments ({', '.join(_SEED_FIELDS)}), {len(args)} were given"
-                    )
-                    raise TypeError(msg)
-                for name, value in zip(_SEED_FIELDS, args, strict=False):
-                    if name in data:
-                        msg = f"StoredSession() got multiple values for argument {name!r}"
-                        raise TypeError(msg)
-                    data[name] = value
-            return super().__call__(**data)
-
-
-class StoredSession(BaseModel, metaclass=_SeedPositional):
+@dataclass(
+    frozen=True,
+    config=ConfigDict(extra="forbid", title=f"Session, schema version {CURRENT_SCHEMA_VERSION}"),
+)
+class StoredSession:
     """One stored session, schema version 2 (the current one).
 
-    Frozen, and unknown fields are refused. Build it by keyword; the seed's four
-    fields are enough, and may be given by position as the seed's dataclass allowed.
-    Raises ``pydantic.ValidationError`` (a ``ValueError``) for a value that could
-    not be stored and read back equal. The id itself is checked
-    by the store, not here. Timestamps are kept in UTC.
+    Frozen; unknown fields are refused. The first four fields are the original
+    module's, in its order, so ``StoredSession("chat-1", ("hi",), 3, 0)`` and
+    ``case StoredSession(sid, messages, tokens_in, tokens_out)`` work as before.
+    ``dataclasses.replace`` validates its result like a new session. The hash
+    covers every field but ``metadata`` (a dict), so sessions work in sets and as
+    dict keys. Raises ``pydantic.ValidationError`` (a ``ValueError``) for a value
+    that could not be stored and read back equal. The id itself is checked by
+    the store, not here. Timestamps are kept in UTC.
     """
 
-    model_config = ConfigDict(
-        frozen=True,
-        extra="forbid",
-        title="Session, schema version 2",
-    )
-
-    schema_version: Literal[2] = 2
     session_id: StrictStr
     messages: tuple[StrictStr, ...]
     input_tokens: TokenCount
     output_tokens: TokenCount
     created_at: AwareDatetime | None = None
     updated_at: AwareDatetime | None = None
-    metadata: dict[str, Any] = Field(
-        default_factory=dict,
-        description="Free-form JSON object for the application's own data.",
-    )
+    metadata: Annotated[
+        dict[str, Any], Field(description="Free-form JSON object for the application's own data.")
+    ] = dataclasses.field(default_factory=dict, hash=False)
+    schema_version: Literal[2] = 2
 
-    def model_copy(self: _S, *, update: Mapping[str, Any] | None = None, deep: bool = False) -> _S:
-        """Return a copy; with ``update``, the result is validated like a new session.
+    if TYPE_CHECKING:
+        # Pydantic's dataclass accepts any iterable of str for ``messages`` (a list
+        # becomes a tuple); tell type checkers so.
+        def __init__(  # noqa: PLR0917  # the dataclass takes every field by position
+            self,
+            session_id: str,
+            messages: tuple[str, ...] | list[str],
+            input_tokens: int,
+            output_tokens: int,
+            created_at: datetime | None = None,
+            updated_at: datetime | None = None,
+            metadata: dict[str, Any] | None = None,
+            schema_version: Literal[2] = 2,
+        ) -> None: ...
 
-        Plain Pydantic skips validation here, which would let a copy carry values
-        that cannot be stored (a negative token count, a lone surrogate).
-        """
-        if not update:
-            return super().model_copy(deep=deep)
-        return self.model_validate({**dict(self), **update})
+    @field_validator("schema_version", mode="before")
+    @classmethod
+    def _version_is_an_int(cls, value: object) -> object:
+        # A Literal accepts 2.0 and True as 2; a stored version must be the integer.
+        if type(value) is not int:
+            msg = f"schema_version must be the integer {CURRENT_SCHEMA_VERSION}, not {value!r}"
+            raise ValueError(msg)
+        return value
 
     @field_validator("session_id")
     @classmethod
@@ -212,14 +186,13 @@ class StoredSession(BaseModel, metaclass=_SeedPositional):
     @classmethod
     def _messages_are_text(cls, value: tuple[str, ...], info: ValidationInfo) -> tuple[str, ...]:
         if info.context is DECODED_TEXT:
-            # Parsed by orjson (which refuses lone surrogates) or repaired by the
-            # codec: the text is known to be valid, skip the second pass.
+            # Parsed by a strict JSON parser (which refuses lone surrogates) or
+            # repaired by the codec: the text is known to be valid.
             return value
         # ``str.isascii`` is O(1) (a flag of the string), so the C-level filter
         # visits every message for free and only non-ASCII ones are encoded, one
-        # by one: no joined copy of the whole conversation (4 bytes a character
-        # once any message holds an emoji). Only on failure do we look for the
-        # culprit to name it.
+        # by one: no joined copy of the whole conversation. Only on failure do we
+        # look for the culprit to name it.
         try:
             deque(map(str.encode, filterfalse(str.isascii, value)), maxlen=0)
         except UnicodeEncodeError:
@@ -241,9 +214,42 @@ class StoredSession(BaseModel, metaclass=_SeedPositional):
     @field_validator("metadata")
     @classmethod
     def _metadata_is_json(cls, value: dict[str, Any]) -> dict[str, Any]:
-        result: dict[str, Any] = _json_value(value, "metadata", 0)
+        result: dict[str, Any] = json_value(value, "metadata")
         return result
 
 
-MODELS: dict[int, type[BaseModel]] = {1: SessionV1, 2: StoredSession}
-"""The model of every schema version, oldest first."""
+_FIELD_ORDER = tuple(StoredSession.__dataclass_fields__)
+_validating_init = StoredSession.__init__
+
+
+@functools.wraps(_validating_init)
+def _init_naming_positional_fields(self: StoredSession, *args: Any, **kwargs: Any) -> None:
+    # Pydantic's own __init__ takes positional arguments but reports their errors
+    # by index ("2: Input should be ..."); passing them by name makes every error
+    # name its field. Only direct construction comes here: loads validate
+    # through the TypeAdapter, which never calls __init__.
+    if args:
+        if len(args) > len(_FIELD_ORDER):
+            msg = (
+                f"StoredSession() takes at most {len(_FIELD_ORDER)} positional arguments "
+                f"({', '.join(_FIELD_ORDER)}), {len(args)} were given"
+            )
+            raise TypeError(msg)
+        for name, value in zip(_FIELD_ORDER, args, strict=False):
+            if name in kwargs:
+                msg = f"StoredSession() got multiple values for argument {name!r}"
+                raise TypeError(msg)
+            kwargs[name] = value
+    _validating_init(self, **kwargs)
+
+
+StoredSession.__init__ = _init_naming_positional_fields  # type: ignore[method-assign]
+
+
+@cache
+def session_adapter() -> TypeAdapter[StoredSession]:
+    """The ``TypeAdapter`` that validates documents (dicts or JSON bytes) as ``StoredSession``.
+
+    Built on first use, not at import.
+    """
+    return TypeAdapter(StoredSession)

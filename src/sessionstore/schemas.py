@@ -10,8 +10,9 @@ import sys
 from pathlib import Path
 
 import orjson
+from pydantic import TypeAdapter
 
-from sessionstore.models import MODELS
+from sessionstore.history import MODELS
 
 __all__ = ["diff_schemas", "generate_schemas", "schema_file_name", "write_schemas"]
 
@@ -27,7 +28,7 @@ def generate_schemas() -> dict[str, bytes]:
     for version, model in MODELS.items():
         schema = {
             "$schema": "https://json-schema.org/draft/2020-12/schema",
-            **model.model_json_schema(mode="validation"),
+            **TypeAdapter(model).json_schema(mode="validation"),
         }
         out[schema_file_name(version)] = orjson.dumps(
             schema, option=orjson.OPT_INDENT_2 | orjson.OPT_APPEND_NEWLINE

@@ -12,14 +12,23 @@ import os
 from collections.abc import Callable, Iterable
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Any
 
 from sessionstore.backends.base import Backend, content_etag
 from sessionstore.backends.filesystem import FileSystemBackend
 from sessionstore.backends.memory import MemoryBackend
 from sessionstore.codec import decode, encode
-from sessionstore.errors import SessionNotFoundError
+from sessionstore.errors import (
+    InvalidSessionIdDeleteError,
+    SessionDeleteError,
+    SessionNotFoundError,
+    SessionStoreError,
+    SessionTooLargeError,
+    TransientDeleteError,
+    TransientError,
+)
 from sessionstore.ids import validate_session_id
-from sessionstore.models import DECODED_TEXT, StoredSession
+from sessionstore.models import DECODED_TEXT, MAX_TOKENS, StoredSession, session_adapter
 
 __all__ = [
     "DEFAULT_MAX_BYTES",
@@ -49,8 +58,8 @@ class BackendSessionStore:
     """
 
     def __init__(self, backend: Backend, *, max_bytes: int = DEFAULT_MAX_BYTES) -> None:
-        if max_bytes < 1:
-            msg = f"max_bytes must be positive, not {max_bytes}"
+        if type(max_bytes) is not int or max_bytes < 1:
+            msg = f"max_bytes must be a positive int, not {max_bytes!r}"
             raise ValueError(msg)
         self.backend = backend
         self.max_bytes = max_bytes
@@ -60,19 +69,38 @@ class BackendSessionStore:
 
         With ``if_match``, store only if the stored document still has that etag (from
         ``load_with_etag`` or an earlier ``save``), else raise ``ConflictError`` and
-        write nothing. Raises ``InvalidSessionIdError`` before touching storage, and
-        ``SessionWriteError`` when the write fails (the old version is then intact).
+        write nothing. The session is validated again first (``ValueError`` for a value
+        that cannot be stored, nothing written). Raises ``InvalidSessionIdError``
+        before touching storage, ``SessionTooLargeError`` when the document would be
+        over ``max_bytes``, and ``SessionWriteError`` when the write fails (the old
+        version is then intact).
         """
-        session_id = _checked_session(session)
-        return self.backend.write(session_id, encode(session), if_match=if_match)
+        session = _validated(session)
+        data = self._encode(session)
+        return self.backend.write(session.session_id, data, if_match=if_match)
 
     def create(self, session: StoredSession) -> str:
         """Store ``session`` only if no session has its id; return the etag.
 
-        Raises ``ConflictError`` (nothing written) when the id is taken.
+        Raises ``ConflictError`` (nothing written) when the id is taken, and what
+        ``save`` raises.
         """
-        session_id = _checked_session(session)
-        return self.backend.create(session_id, encode(session))
+        session = _validated(session)
+        return self.backend.create(session.session_id, self._encode(session))
+
+    def _encode(self, session: StoredSession) -> bytes:
+        data = encode(session)
+        if len(data) > self.max_bytes:
+            location = self.backend.location(session.session_id)
+            raise SessionTooLargeError(
+                f"session {session.session_id!r} would be {len(data)} bytes, over the store's "
+                f"max_bytes of {max_bytes_text(self.max_bytes)}; nothing was written to {location}",
+                session_id=session.session_id,
+                path=location,
+                size=len(data),
+                max_bytes=self.max_bytes,
+            )
+        return data
 
     def load(self, session_id: str) -> StoredSession:
         """Return the stored session, migrated in memory to the current schema version.
@@ -103,11 +131,30 @@ class BackendSessionStore:
     def delete(self, session_id: str) -> bool:
         """Remove the session. True if this call removed it, False if it did not exist.
 
-        Idempotent and race-safe. Raises ``SessionDeleteError`` when the session exists
-        but could not be removed.
+        Idempotent and race-safe. Every failure is a ``SessionDeleteError`` (what the
+        original module's callers catch): ``InvalidSessionIdDeleteError`` (also an
+        ``InvalidSessionIdError``) for an id the store cannot hold, and
+        ``TransientDeleteError`` (also a ``TransientError``) for I/O errors, lock
+        timeouts and lost connections.
         """
-        validate_session_id(session_id)
-        return self.backend.delete(session_id)
+        validate_session_id(session_id, error=InvalidSessionIdDeleteError)
+        try:
+            return self.backend.delete(session_id)
+        except SessionDeleteError:
+            raise
+        except TransientError as exc:
+            raise TransientDeleteError(
+                f"could not delete session {session_id!r}: {exc}",
+                session_id=session_id,
+                path=exc.path,
+                errno=getattr(exc, "errno", None),
+            ) from exc
+        except SessionStoreError as exc:
+            raise SessionDeleteError(
+                f"could not delete session {session_id!r}: {exc}",
+                session_id=session_id,
+                path=exc.path,
+            ) from exc
 
     def list(self) -> list[str]:
         """The ids of every stored session, sorted. Temp and lock files never appear."""
@@ -132,13 +179,14 @@ class BackendSessionStore:
             if not isinstance(new, StoredSession):
                 msg = f"update function returned {type(new).__name__}, not StoredSession"
                 raise TypeError(msg)
+            new = _validated(new)
             if new.session_id != session_id:
                 msg = (
                     f"update function changed the session id from {session_id!r} "
                     f"to {new.session_id!r}"
                 )
                 raise ValueError(msg)
-            self.backend.write(session_id, encode(new))
+            self.backend.write(session_id, self._encode(new))
         return new
 
     def append_messages(
@@ -153,12 +201,15 @@ class BackendSessionStore:
 
         Creates the session when missing (setting ``created_at``); always sets
         ``updated_at``. Returns what was stored. Raises ``ValueError`` for values the
-        model refuses (nothing written) and the errors of ``load`` and ``save``.
+        model refuses and for token counts that are not ints >= 0 (nothing written),
+        and the errors of ``load`` and ``save``.
         """
         validate_session_id(session_id)
         if isinstance(messages, str | bytes):
             msg = "messages must be an iterable of strings, not a single string"
             raise TypeError(msg)
+        _check_token_argument("input_tokens", input_tokens)
+        _check_token_argument("output_tokens", output_tokens)
         added = tuple(messages)
         now = datetime.now(timezone.utc)
         with self.backend.lock(session_id):
@@ -174,7 +225,7 @@ class BackendSessionStore:
                     updated_at=now,
                 )
             else:
-                fields = {
+                fields: dict[str, Any] = {
                     "session_id": session_id,
                     "messages": current.messages + added,
                     "input_tokens": current.input_tokens + input_tokens,
@@ -186,11 +237,11 @@ class BackendSessionStore:
                 if _is_valid_text(added):
                     # The stored messages were validated when loaded and the new
                     # ones just were: skip the second Unicode pass over them all.
-                    new = StoredSession.model_validate(fields, context=DECODED_TEXT)
+                    new = session_adapter().validate_python(fields, context=DECODED_TEXT)
                 else:
                     # Let the model refuse it, with its usual error.
                     new = StoredSession(**fields)
-            self.backend.write(session_id, encode(new))
+            self.backend.write(session_id, self._encode(new))
         return new
 
     def _read(self, session_id: str) -> bytes:
@@ -258,11 +309,46 @@ def _is_valid_text(messages: tuple[object, ...]) -> bool:
     return True
 
 
-def _checked_session(session: StoredSession) -> str:
+_FIELD_NAMES = tuple(StoredSession.__dataclass_fields__)
+
+
+def _validated(session: StoredSession) -> StoredSession:
+    """A freshly validated copy of ``session``, whose id follows the id rules.
+
+    Whatever built the instance (``object.__new__``, a later change to its
+    ``metadata`` dict, a subclass), what gets written is checked here. A subclass's
+    own fields would be lost, so they are refused. Raises ``TypeError``,
+    ``ValueError`` (``pydantic.ValidationError``) or ``InvalidSessionIdError``.
+    """
     if not isinstance(session, StoredSession):
         msg = f"expected a StoredSession, got {type(session).__name__}"
         raise TypeError(msg)
-    return validate_session_id(session.session_id)
+    fields = vars(session)
+    validate_session_id(fields.get("session_id"))
+    if type(session) is not StoredSession:
+        extra = sorted(set(fields) - set(_FIELD_NAMES))
+        if extra:
+            msg = (
+                f"{type(session).__name__} {fields['session_id']!r} has field(s) {extra} "
+                "that a stored session cannot hold; they would be lost, so nothing was written"
+            )
+            raise ValueError(msg)
+    return session_adapter().validate_python(
+        {name: fields[name] for name in _FIELD_NAMES if name in fields}
+    )
+
+
+def _check_token_argument(name: str, value: object) -> None:
+    if type(value) is not int or not 0 <= value <= MAX_TOKENS:
+        msg = f"{name} must be an int from 0 to {MAX_TOKENS}, not {value!r}"
+        raise ValueError(msg)
+
+
+def max_bytes_text(limit: int) -> str:
+    """``limit`` for messages: bytes, and MiB where that is shorter to read."""
+    if limit >= 1 << 20 and limit % (1 << 20) == 0:
+        return f"{limit} bytes ({limit >> 20} MiB)"
+    return f"{limit} bytes"
 
 
 # Seed-compatible functions: same names, signatures and contracts as the module

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import multiprocessing
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -38,7 +39,7 @@ def _increment(
             # between load and save"): exactly one wins, the others must conflict.
             everyone_has_read.wait()
             first = False
-        bumped = session.model_copy(update={"metadata": {"n": session.metadata["n"] + 1}})
+        bumped = replace(session, metadata={"n": session.metadata["n"] + 1})
         try:
             store.save(bumped, if_match=etag)
         except ConflictError:

@@ -13,7 +13,13 @@ from pathlib import Path
 
 import pytest
 
-from sessionstore import CorruptSessionError, SessionStore, SessionWriteError, StoredSession
+from sessionstore import (
+    CorruptSessionError,
+    NotARegularFileError,
+    SessionStore,
+    SessionWriteError,
+    StoredSession,
+)
 from sessionstore import atomic as atomic_module
 from tests.reliability.checks import temp_files
 from tests.reliability.figures import record
@@ -59,7 +65,7 @@ def test_symlink_to_a_file_outside_is_not_followed(layout: tuple[Path, Path]) ->
     folder, outside = layout
     (folder / "victim.json").symlink_to(outside)
     store = SessionStore(folder)
-    with pytest.raises(CorruptSessionError, match="symbolic link"):
+    with pytest.raises(NotARegularFileError, match="symbolic link"):
         store.load("victim")
     assert store.exists("victim")
     store.save(_session())  # replaces the link itself, never writes into its target
@@ -72,7 +78,7 @@ def test_symlink_to_a_file_outside_is_not_followed(layout: tuple[Path, Path]) ->
 def test_symlink_to_a_folder_outside_is_not_followed(layout: tuple[Path, Path]) -> None:
     folder, outside = layout
     (folder / "victim.json").symlink_to(outside.parent)
-    with pytest.raises(CorruptSessionError):
+    with pytest.raises(NotARegularFileError):
         SessionStore(folder).load("victim")
     record("special files handled", 1)
 
@@ -82,7 +88,7 @@ def test_fifo_never_hangs_a_load(layout: tuple[Path, Path]) -> None:
     os.mkfifo(folder / "victim.json")
     store = SessionStore(folder)
     error = _finishes(lambda: store.load("victim"))
-    assert isinstance(error, CorruptSessionError)
+    assert isinstance(error, NotARegularFileError)
     assert "FIFO" in str(error)
     # A save replaces the FIFO with a regular file (no open of the FIFO, no hang).
     assert _finishes(lambda: store.save(_session())) is None
@@ -95,7 +101,7 @@ def test_directory_at_the_file_name(layout: tuple[Path, Path]) -> None:
     (folder / "victim.json").mkdir()
     (folder / "victim.json" / "inner").write_text("keep me")
     store = SessionStore(folder)
-    with pytest.raises(CorruptSessionError, match="directory"):
+    with pytest.raises(NotARegularFileError, match="directory"):
         store.load("victim")
     with pytest.raises(SessionWriteError):
         store.save(_session())

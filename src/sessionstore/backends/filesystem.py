@@ -13,10 +13,11 @@ from sessionstore.atomic import RenamedButNotSynced, remove_durably, write_atomi
 from sessionstore.backends.base import content_etag
 from sessionstore.errors import (
     ConflictError,
-    CorruptSessionError,
     LockTimeoutError,
+    NotARegularFileError,
     SessionDeleteError,
     SessionReadError,
+    SessionTooLargeError,
     SessionWriteError,
 )
 from sessionstore.ids import SESSION_FILE_NAME
@@ -87,7 +88,7 @@ class FileSystemBackend:
             return None
         except OSError as exc:
             if exc.errno == errno.ELOOP:
-                raise CorruptSessionError(
+                raise NotARegularFileError(
                     f"session {session_id!r} in {path}: is a symbolic link; sessionstore does "
                     "not follow links out of its folder",
                     session_id=session_id,
@@ -98,7 +99,7 @@ class FileSystemBackend:
             info = os.fstat(fd)
             if not stat.S_ISREG(info.st_mode):
                 kind = _FILE_KINDS.get(stat.S_IFMT(info.st_mode), "not a regular file")
-                raise CorruptSessionError(
+                raise NotARegularFileError(
                     f"session {session_id!r} in {path}: is {kind}, not a regular file",
                     session_id=session_id,
                     path=path,
@@ -231,12 +232,14 @@ class FileSystemBackend:
         return f"FileSystemBackend({str(self.directory)!r}, durable={self.durable})"
 
 
-def _too_large(session_id: str, path: Path, size: int, max_bytes: int) -> CorruptSessionError:
-    return CorruptSessionError(
+def _too_large(session_id: str, path: Path, size: int, max_bytes: int) -> SessionTooLargeError:
+    return SessionTooLargeError(
         f"session {session_id!r} in {path}: is {size} bytes, over the store's max_bytes "
-        f"of {max_bytes}; it was not read",
+        f"of {max_bytes}; it was not read (open it with a larger max_bytes)",
         session_id=session_id,
         path=path,
+        size=size,
+        max_bytes=max_bytes,
     )
 
 

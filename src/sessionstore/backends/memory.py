@@ -7,7 +7,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 from sessionstore.backends.base import content_etag
-from sessionstore.errors import ConflictError, CorruptSessionError
+from sessionstore.errors import ConflictError, SessionTooLargeError
 
 __all__ = ["MemoryBackend"]
 
@@ -35,11 +35,13 @@ class MemoryBackend:
     def read(self, session_id: str, *, max_bytes: int) -> bytes | None:
         data = self._documents.get(session_id)
         if data is not None and len(data) > max_bytes:
-            raise CorruptSessionError(
+            raise SessionTooLargeError(
                 f"session {session_id!r} in {self.location(session_id)}: is {len(data)} bytes, "
                 f"over the store's max_bytes of {max_bytes}",
                 session_id=session_id,
                 path=self.location(session_id),
+                size=len(data),
+                max_bytes=max_bytes,
             )
         return data
 

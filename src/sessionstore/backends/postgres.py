@@ -38,11 +38,11 @@ except ImportError as exc:  # pragma: no cover - exercised by a sys.modules test
 from sessionstore.backends.base import content_etag
 from sessionstore.errors import (
     ConflictError,
-    CorruptSessionError,
     LockTimeoutError,
     SessionDeleteError,
     SessionReadError,
     SessionStoreError,
+    SessionTooLargeError,
     SessionWriteError,
 )
 from sessionstore.ids import is_valid_session_id
@@ -318,7 +318,7 @@ class PostgresBackend:
 
     def read_many(
         self, session_ids: Sequence[str], *, max_bytes: int
-    ) -> dict[str, bytes | CorruptSessionError]:
+    ) -> dict[str, bytes | SessionTooLargeError]:
         """The documents of ``session_ids`` in one statement: bytes, or the error a
         ``read`` would raise for a document over ``max_bytes``; absent ids are left out.
 
@@ -334,12 +334,14 @@ class PostgresBackend:
             for session_id, size, data in rows
         }
 
-    def _too_large(self, session_id: str, size: int, max_bytes: int) -> CorruptSessionError:
-        return CorruptSessionError(
+    def _too_large(self, session_id: str, size: int, max_bytes: int) -> SessionTooLargeError:
+        return SessionTooLargeError(
             f"session {session_id!r} in {self.location(session_id)}: is {size} bytes, "
             f"over the store's max_bytes of {max_bytes}; it was not read",
             session_id=session_id,
             path=self.location(session_id),
+            size=size,
+            max_bytes=max_bytes,
         )
 
     def write(self, session_id: str, data: bytes, *, if_match: str | None = None) -> str:

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from contextlib import AbstractContextManager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import pytest
 from hypothesis import given
@@ -84,7 +84,7 @@ StoreFactory = Callable[[], StoreUnderTest]
 
 
 def _with_id(session: StoredSession, session_id: str) -> StoredSession:
-    return session.model_copy(update={"session_id": session_id})
+    return replace(session, session_id=session_id)
 
 
 _PLACEHOLDER = sst.sessions(ids=st.just("placeholder"))
@@ -184,7 +184,7 @@ class _ConformanceMachine(RuleBasedStateMachine):
     @rule(session_id=ids, message=sst.texts(max_size=20))
     def update(self, session_id: str, message: str) -> None:
         def add(session: StoredSession) -> StoredSession:
-            return session.model_copy(update={"messages": (*session.messages, message)})
+            return replace(session, messages=(*session.messages, message))
 
         if session_id not in self.model:
             with pytest.raises(SessionNotFoundError):
