@@ -52,6 +52,10 @@ SEED_FOLDER = Path(__file__).parent / "seed"
 
 
 def _load(name: str, path: Path) -> ModuleType:
+    """The module at ``path`` as ``name``; the one already imported (tests/test_cli.py) if any."""
+    loaded = sys.modules.get(name)
+    if loaded is not None and Path(loaded.__file__ or "").resolve() == path.resolve():
+        return loaded
     spec = importlib.util.spec_from_file_location(name, path)
     assert spec is not None
     assert spec.loader is not None
