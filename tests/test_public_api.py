@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.metadata
 import subprocess
 import sys
 from pathlib import Path
@@ -73,7 +74,73 @@ def test_package_ships_type_information() -> None:
     assert (Path(sessionstore.__file__).parent / "py.typed").is_file()
 
 
-def test_importing_the_package_does_not_import_optional_dependencies() -> None:
-    code = "import sys, sessionstore; print(sorted({'psycopg', 'hypothesis'} & set(sys.modules)))"
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == "[]"
+IMPORTED_BY_THE_PACKAGE = {
+    "sessionstore",
+    "sessionstore.atomic",
+    "sessionstore.backends",
+    "sessionstore.backends.base",
+    "sessionstore.backends.filesystem",
+    "sessionstore.backends.memory",
+    "sessionstore.codec",
+    "sessionstore.errors",
+    "sessionstore.ids",
+    "sessionstore.locking",
+    "sessionstore.migrations",
+    "sessionstore.models",
+    "sessionstore.store",
+}
+"""What ``import sessionstore`` loads of its own: what saving and loading need, no more.
+
+Start-up is measured by benchmarks/bench_import.py (goal: within 1.1x of a module that
+defines one Pydantic model); adding a module here is a decision to measure first.
+"""
+
+DEFERRED = {
+    "sessionstore.history": "the models of older schema versions",
+    "sessionstore.schemas": "JSON Schema generation and the shipped schemas",
+    "sessionstore.cli": "the command line",
+    "sessionstore.__main__": "python -m sessionstore",
+    "sessionstore.maintenance": "inspect, migrate, doctor, copy",
+    "sessionstore.postgres": "the PostgreSQL store",
+    "sessionstore.backends.postgres": "the PostgreSQL backend",
+    "sessionstore.testing": "the test kit",
+    "psycopg": "the postgres extra",
+    "psycopg_pool": "the postgres extra",
+    "hypothesis": "the testing extra",
+    "pytest": "the testing extra",
+    "argparse": "only the command line parses arguments",
+}
+"""Modules ``import sessionstore`` must not load, and why they are not needed then."""
+
+
+def _modules_after(code: str) -> set[str]:
+    script = f"import sys\n{code}\nprint('\\n'.join(sorted(sys.modules)))"
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
+    return set(out.stdout.split())
+
+
+def test_import_loads_only_what_saving_and_loading_need() -> None:
+    loaded = _modules_after("import sessionstore")
+    assert {name for name in loaded if name.startswith("sessionstore")} == IMPORTED_BY_THE_PACKAGE
+    deferred = {
+        name
+        for name in DEFERRED
+        if any(module == name or module.startswith(f"{name}.") for module in loaded)
+    }
+    assert not deferred, f"import sessionstore loaded {sorted(deferred)}"
+
+
+def test_the_deferred_modules_are_real_and_load_on_use() -> None:
+    """Guards the test above against names that no longer exist (it would pass vacuously)."""
+    loaded = _modules_after(
+        "import sessionstore.cli, sessionstore.history, sessionstore.testing.conformance, "
+        "sessionstore.postgres"
+    )
+    ours = {name for name in DEFERRED if name.startswith("sessionstore")}
+    assert ours - loaded == {"sessionstore.__main__"}
+    assert {"argparse", "hypothesis", "psycopg"} <= loaded
+
+
+def test_version_is_the_installed_distribution_version() -> None:
+    """One place for the version: hatch reads ``__version__`` into the distribution."""
+    assert sessionstore.__version__ == importlib.metadata.version("sessionstore")

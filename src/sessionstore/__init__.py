@@ -2,6 +2,10 @@
 
 Every write is atomic and durable; every load validates, and migrates older
 schema versions in memory; newer versions are refused, never half-read.
+
+Importing the package loads only what saving and loading need (start-up is measured
+by ``benchmarks/bench_import.py``); the command line, maintenance, PostgreSQL, the
+JSON Schemas, the models of older versions and the test kit load when first used.
 """
 
 from __future__ import annotations
