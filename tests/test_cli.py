@@ -487,3 +487,19 @@ def test_unreadable_file_is_reported_not_raised(
     code, _, err = run(capsys, "show", "v2-minimal", "--dir", str(clean))
     assert code == 1
     assert "Permission denied" in err
+
+
+def test_doctor_fix_removes_the_lock_files_of_the_old_striped_layout(
+    capsys: pytest.CaptureFixture[str], clean: Path
+) -> None:
+    # Stores written before per-session lock files held 64 stripe-NN.lock files.
+    locks = clean / ".locks"
+    locks.mkdir()
+    for index in range(64):
+        (locks / f"stripe-{index:02d}.lock").write_text("")
+    SessionStore(clean).save(StoredSession("stripe-07", ("a real session",), 0, 0))
+    code, doc = run_json(capsys, "doctor", "--dir", str(clean), "--fix")
+    assert code == 0
+    assert [f["action"] for f in doc["findings"]] == ["removed"] * 63
+    assert sorted(os.listdir(locks)) == ["stripe-07.lock"]
+    assert SessionStore(clean).load("stripe-07").messages == ("a real session",)

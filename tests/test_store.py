@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import os
 import stat
+import threading
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
@@ -19,6 +20,7 @@ from sessionstore import (
     ConflictError,
     CorruptSessionError,
     InvalidSessionIdError,
+    LockTimeoutError,
     NotARegularFileError,
     SchemaVersionError,
     SessionDeleteError,
@@ -27,6 +29,7 @@ from sessionstore import (
     SessionTooLargeError,
     SessionWriteError,
     StoredSession,
+    TransientDeleteError,
     delete_session,
     list_sessions,
     load_session,
@@ -580,3 +583,116 @@ def test_append_refuses_token_counts_that_are_not_counts(
                 store.append_messages(session_id, ["m"], **{name: tokens})  # type: ignore[arg-type]
     assert store.load("s1") == make("s1", "a")
     assert not store.exists("new")
+
+
+# --- issue 9.13: if_match reads at most max_bytes of the current file -------------------
+
+
+def test_if_match_never_reads_more_than_max_bytes_of_the_current_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Issue 9.13: the current file was read with no limit (MemoryError on a sparse
+    # 1 TiB file). Every etag the store hands out names a document of at most
+    # max_bytes, so a larger file cannot match and is not read.
+    store = SessionStore(tmp_path, max_bytes=1000)
+    etag = store.save(make("s", "small"))
+    with open(tmp_path / "s.json", "r+b") as handle:
+        handle.truncate(1 << 40)  # sparse: 1 TiB of zeros, no disk used
+    requested: list[int] = []
+    real_read = os.read
+
+    def bounded_read(fd: int, size: int) -> bytes:
+        requested.append(size)
+        assert size <= 1001, f"asked to read {size} bytes"
+        return real_read(fd, size)
+
+    monkeypatch.setattr(os, "read", bounded_read)
+    with pytest.raises(ConflictError, match="over max_bytes of 1000, so it was not read") as info:
+        store.save(make("s", "new"), if_match=etag)
+    assert info.value.session_id == "s"
+    assert str(tmp_path / "s.json") in str(info.value)
+    assert requested == []
+    assert os.stat(tmp_path / "s.json").st_size == 1 << 40
+
+
+def test_if_match_still_matches_a_file_of_exactly_max_bytes(tmp_path: Path) -> None:
+    probe = SessionStore(tmp_path / "probe")
+    size = len(encode(make("s", "x" * 50)))
+    store = SessionStore(tmp_path, max_bytes=size)
+    etag = store.save(make("s", "x" * 50))
+    store.save(make("s", "y"), if_match=etag)
+    assert store.load("s").messages == ("y",)
+    assert probe.list() == []
+
+
+# --- issue 9.17: every delete failure is a SessionDeleteError naming the file ------------
+
+
+def _fail(monkeypatch: pytest.MonkeyPatch, name: str, code: int, when: Callable[..., bool]) -> None:
+    real = getattr(os, name)
+
+    def failing(*args: Any, **kwargs: Any) -> Any:
+        if when(*args, **kwargs):
+            raise OSError(code, os.strerror(code))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(os, name, failing)
+
+
+@pytest.mark.parametrize(
+    ("name", "code", "target", "transient"),
+    [
+        ("unlink", errno.EROFS, "s.json", False),  # a read-only folder
+        ("unlink", errno.EACCES, "s.json", False),
+        ("unlink", errno.EIO, "s.json", False),
+        ("open", errno.EROFS, "s.lock", True),  # the lock file cannot be made
+        ("open", errno.EMFILE, "s.lock", True),  # no descriptors left
+        ("open", errno.EACCES, ".locks", True),  # an unreadable lock folder
+        ("lstat", errno.EACCES, "s.json", True),  # the file cannot be looked at
+    ],
+)
+def test_every_delete_failure_is_a_session_delete_error_naming_the_file(
+    store: SessionStore,
+    monkeypatch: pytest.MonkeyPatch,
+    name: str,
+    code: int,
+    target: str,
+    transient: bool,
+) -> None:
+    store.save(make("s"))
+    _fail(monkeypatch, name, code, lambda path, *a, **k: str(path).endswith(target))
+    with pytest.raises(SessionDeleteError) as info:
+        delete_session("s", store.directory)
+    error = info.value
+    assert isinstance(error, TransientDeleteError) == transient
+    assert error.errno == code
+    assert error.session_id == "s"
+    assert str(store.directory / "s.json") in str(error)
+    assert os.strerror(code) in str(error)
+    monkeypatch.undo()
+    assert store.load("s") == make("s"), "a failed delete leaves the session"
+
+
+def test_a_delete_that_cannot_get_the_lock_is_a_transient_delete_error(tmp_path: Path) -> None:
+    store = SessionStore(tmp_path, lock_timeout=0)
+    store.save(make("s"))
+    holding = threading.Event()
+    release = threading.Event()
+
+    def hold() -> None:
+        with store.backend.lock("s"):
+            holding.set()
+            release.wait()
+
+    thread = threading.Thread(target=hold)
+    thread.start()
+    holding.wait()
+    try:
+        with pytest.raises(TransientDeleteError, match="'s'") as info:
+            store.delete("s")
+    finally:
+        release.set()
+        thread.join()
+    assert isinstance(info.value.__cause__, LockTimeoutError)
+    assert str(tmp_path / ".locks" / "s.lock") in str(info.value)
+    assert store.delete("s") is True

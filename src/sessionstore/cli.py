@@ -1,15 +1,18 @@
 """The ``sessionstore`` command: inspect, validate and migrate folders of sessions.
 
 ``main(argv) -> int`` returns the exit code: 0 ok, 1 problems found, 2 usage or
-operational error (bad id, unreadable folder, interrupted). Errors are printed as
-``error: ...`` on stderr, never as a traceback. ``--json`` prints one JSON
-document on stdout with stable keys (see README).
+operational error (bad id, unreadable folder, interrupted, and any unexpected
+error). Errors are printed as ``error: ...`` on stderr, never as a traceback.
+``--json`` prints one JSON document on stdout with stable keys (see README).
+File names and messages are printed escaped (``_escape``): a name with bytes that
+are not UTF-8 or with control characters never reaches the terminal raw.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import math
 import sys
 import time
 from collections import Counter
@@ -27,7 +30,12 @@ from sessionstore.errors import (
     SessionStoreError,
 )
 from sessionstore.schemas import diff_schemas, write_schemas
-from sessionstore.store import DEFAULT_SESSION_DIR, BackendSessionStore, SessionStore
+from sessionstore.store import (
+    DEFAULT_MAX_BYTES,
+    DEFAULT_SESSION_DIR,
+    BackendSessionStore,
+    SessionStore,
+)
 
 __all__ = ["main"]
 
@@ -41,13 +49,19 @@ class _UsageError(Exception):
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line ``argv`` (default: ``sys.argv[1:]``); return the exit code."""
+    for stream in (sys.stdout, sys.stderr):
+        # A character the terminal's encoding cannot show is printed as an escape,
+        # never raised as UnicodeEncodeError.
+        reconfigure = getattr(stream, "reconfigure", None)
+        if reconfigure is not None:
+            reconfigure(errors="backslashreplace")
     parser = _parser()
     args = parser.parse_args(argv)
     try:
         with contextlib.ExitStack() as args.resources:
             code: int = args.handler(args)
     except (_UsageError, SessionStoreError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        _error(str(exc))
         return ERROR
     except KeyboardInterrupt:
         print("\ninterrupted: every file is either old or new; rerun to finish", file=sys.stderr)
@@ -57,9 +71,46 @@ def main(argv: Sequence[str] | None = None) -> int:
         sys.stderr.close()
         return OK
     except OSError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        _error(str(exc))
+        return ERROR
+    except Exception as exc:  # any other failure: one line, exit 2, no traceback
+        _error(f"unexpected {type(exc).__name__}: {exc} (a bug in sessionstore: please report it)")
         return ERROR
     return code
+
+
+def _error(message: str) -> None:
+    print(f"error: {_escape(message)}", file=sys.stderr)
+
+
+def _escape(text: str) -> str:
+    """``text`` with every character a terminal could act on written as an escape.
+
+    Bytes of a file name that are not UTF-8 (kept by ``os.listdir`` as lone
+    surrogates) become ``\\xNN`` with the byte's value; other non-printable
+    characters (controls such as ESC, format characters such as U+202E) become
+    ``\\xNN``, ``\\uNNNN`` or ``\\UNNNNNNNN``. Printable text is unchanged.
+    """
+    if text.isprintable():
+        return text
+    out = []
+    for char in text:
+        code = ord(char)
+        if char.isprintable():
+            out.append(char)
+        elif 0xDC80 <= code <= 0xDCFF:
+            out.append(f"\\x{code - 0xDC00:02x}")
+        elif code < 0x100:
+            out.append(f"\\x{code:02x}")
+        elif code < 0x10000:
+            out.append(f"\\u{code:04x}")
+        else:
+            out.append(f"\\U{code:08x}")
+    return "".join(out)
+
+
+def _say(text: str) -> None:
+    print(_escape(text))
 
 
 # --- commands --------------------------------------------------------------
@@ -67,7 +118,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _cmd_ls(args: argparse.Namespace) -> int:
     directory = _existing_folder(args.dir)
-    _, reports = maintenance.inspect_folder(directory)
+    _, reports = maintenance.inspect_folder(directory, max_bytes=args.max_bytes)
     rows = list(reports) if args.json else None
     if args.json:
         assert rows is not None  # set just above
@@ -77,25 +128,25 @@ def _cmd_ls(args: argparse.Namespace) -> int:
     print(f"{'ID':<32} {'VER':>3} {'MSGS':>6} {'IN':>10} {'OUT':>10} {'SIZE':>9}  MODIFIED  STATUS")
     for report in reports:
         count += 1
-        print(
-            f"{report.session_id or report.name:<32} {_show(report.schema_version):>3} "
+        _say(
+            f"{_escape(report.session_id or report.name):<32} {_show(report.schema_version):>3} "
             f"{_show(report.messages):>6} {_show(report.input_tokens):>10} "
             f"{_show(report.output_tokens):>10} {_show(report.size):>9}  "
             f"{_when(report.modified)}  {report.status}"
         )
-    print(f"{count} file(s) in {directory}")
+    _say(f"{count} file(s) in {directory}")
     return OK
 
 
 def _cmd_show(args: argparse.Namespace) -> int:
-    store = SessionStore(_existing_folder(args.dir))
+    store = SessionStore(_existing_folder(args.dir), max_bytes=args.max_bytes)
     try:
         session = store.load(args.id)
     except InvalidSessionIdError:
         raise
     except SessionStoreError as exc:
         # Not found, corrupt, too new, unreadable: the session cannot be shown.
-        print(f"error: {exc}", file=sys.stderr)
+        _error(str(exc))
         return PROBLEMS
     sys.stdout.write(encode(session).decode("utf-8"))
     return OK
@@ -108,7 +159,7 @@ def _cmd_validate(args: argparse.Namespace) -> int:
         total, reports = maintenance.inspect_store(store)
     else:
         directory = _existing_folder(args.dir)
-        total, reports = maintenance.inspect_folder(directory)
+        total, reports = maintenance.inspect_folder(directory, max_bytes=args.max_bytes)
     counts: Counter[str] = Counter()
     files = []
     for report in _progress(reports, total, "validate", args):
@@ -116,7 +167,7 @@ def _cmd_validate(args: argparse.Namespace) -> int:
         if args.json:
             files.append(report.as_json())
         elif report.status != maintenance.CURRENT:
-            print(f"{report.status}: {report.name}: {report.detail}")
+            _say(f"{report.status}: {report.name}: {report.detail}")
     problems = sum(counts[s] for s in maintenance.PROBLEMS)
     if args.json:
         _emit(
@@ -128,7 +179,7 @@ def _cmd_validate(args: argparse.Namespace) -> int:
             }
         )
     else:
-        print(_summary_line(counts, total, directory))
+        _say(_summary_line(counts, total, directory))
     return PROBLEMS if problems else OK
 
 
@@ -148,7 +199,9 @@ def _cmd_migrate(args: argparse.Namespace) -> int:
             msg = "--backup must be another folder than --dir"
             raise _UsageError(msg)
         directory = folder
-        total, results = maintenance.migrate_folder(folder, dry_run=dry, backup=backup)
+        total, results = maintenance.migrate_folder(
+            folder, dry_run=dry, backup=backup, max_bytes=args.max_bytes
+        )
     counts: Counter[str] = Counter()
     files = []
     for report, action in _progress(results, total, "migrate", args):
@@ -157,9 +210,9 @@ def _cmd_migrate(args: argparse.Namespace) -> int:
         if args.json:
             files.append({**report.as_json(), "action": action})
         elif action in ("migrated", "would migrate"):
-            print(f"{action}: {report.name} ({report.detail})")
+            _say(f"{action}: {report.name} ({report.detail})")
         elif action == "skipped":
-            print(f"skipped: {report.status}: {report.name}: {report.detail}")
+            _say(f"skipped: {report.status}: {report.name}: {report.detail}")
     problems = sum(counts[s] for s in maintenance.PROBLEMS)
     pending = counts["would migrate"]
     summary = {
@@ -192,24 +245,28 @@ def _cmd_migrate(args: argparse.Namespace) -> int:
 
 def _cmd_doctor(args: argparse.Namespace) -> int:
     directory = _existing_folder(args.dir)
-    findings = list(maintenance.find_debris(directory, grace_seconds=args.grace))
+    findings = list(
+        maintenance.find_debris(directory, grace_seconds=args.grace, max_bytes=args.max_bytes)
+    )
     results = []
     unresolved = 0
     for item in _progress(iter(findings), len(findings), "doctor", args):
-        action = "found"
-        if args.fix and item.kind != "fresh-temp":
-            action = maintenance.remove_debris(item)
-        elif item.kind != "fresh-temp":
-            unresolved += 1
+        action, resolved = "found", item.kind == maintenance.FRESH_TEMP
+        if args.fix and not resolved:
+            # Each fix re-checks the file under its session's lock first.
+            action, resolved = maintenance.remove_debris(item, max_bytes=args.max_bytes)
+        unresolved += not resolved
         results.append({**item.as_json(), "action": action})
         if not args.json:
-            print(f"{item.kind}: {item.path}: {item.detail} [{action}]")
+            _say(f"{item.kind}: {item.path}: {item.detail} [{action}]")
     if args.json:
         _emit({"directory": str(directory), "ok": unresolved == 0, "findings": results})
     else:
         kinds = Counter(item.kind for item in findings)
         listed = ", ".join(f"{n} {k}" for k, n in sorted(kinds.items())) or "nothing to fix"
-        print(f"{directory}: {listed}" + (" (fixed)" if args.fix and findings else ""))
+        if args.fix and findings:
+            listed += f" ({unresolved} not fixed)" if unresolved else " (fixed)"
+        _say(f"{directory}: {listed}")
     return PROBLEMS if unresolved else OK
 
 
@@ -240,7 +297,7 @@ def _cmd_copy(args: argparse.Namespace) -> int:
         if args.json:
             results.append({"session_id": session_id, "outcome": outcome, "detail": detail})
         elif outcome != "copied":
-            print(f"{outcome}: {session_id}: {detail}")
+            _say(f"{outcome}: {session_id}: {detail}")
     if args.json:
         _emit(
             {
@@ -291,7 +348,7 @@ def _cmd_schema_export(args: argparse.Namespace) -> int:
         _emit({"written": [str(p) for p in written]})
     else:
         for path in written:
-            print(f"wrote {path}")
+            _say(f"wrote {path}")
     return OK
 
 
@@ -305,8 +362,8 @@ def _cmd_schema_check(args: argparse.Namespace) -> int:
         _emit({"directory": str(folder), "ok": not problems, "problems": problems})
     else:
         for problem in problems:
-            print(problem)
-        print(f"{folder}: " + ("schemas differ from the models" if problems else "schemas match"))
+            _say(problem)
+        _say(f"{folder}: " + ("schemas differ from the models" if problems else "schemas match"))
     return PROBLEMS if problems else OK
 
 
@@ -315,7 +372,7 @@ def _cmd_delete(args: argparse.Namespace) -> int:
     if args.json:
         _emit({"session_id": args.id, "deleted": deleted})
     else:
-        print(f"deleted {args.id}" if deleted else f"no session {args.id!r}: nothing deleted")
+        _say(f"deleted {args.id}" if deleted else f"no session {args.id!r}: nothing deleted")
     return OK if deleted else PROBLEMS
 
 
@@ -331,7 +388,19 @@ def _existing_folder(value: str) -> Path:
 
 
 def _emit(document: dict[str, Any]) -> None:
-    sys.stdout.write(orjson.dumps(document, option=orjson.OPT_INDENT_2).decode() + "\n")
+    text = orjson.dumps(_escaped(document), option=orjson.OPT_INDENT_2).decode()
+    sys.stdout.write(text + "\n")
+
+
+def _escaped(value: object) -> object:
+    """``value`` with every string in it (keys too) passed through ``_escape``."""
+    if isinstance(value, str):
+        return _escape(value)
+    if isinstance(value, dict):
+        return {_escape(str(k)): _escaped(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_escaped(v) for v in value]
+    return value
 
 
 def _show(value: object) -> str:
@@ -381,6 +450,28 @@ def _progress(
     stream.write("\n")
 
 
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        msg = f"not a positive number of bytes: {text!r}"
+        raise argparse.ArgumentTypeError(msg)
+    return value
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value) or value < 0:
+        msg = f"not a number of seconds >= 0: {text!r}"
+        raise argparse.ArgumentTypeError(msg)
+    return value
+
+
 def _parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument(
@@ -390,6 +481,16 @@ def _parser() -> argparse.ArgumentParser:
         help=f"folder of sessions (default: {DEFAULT_SESSION_DIR})",
     )
     common.add_argument("--json", action="store_true", help="print one JSON document on stdout")
+
+    limit = argparse.ArgumentParser(add_help=False)
+    limit.add_argument(
+        "--max-bytes",
+        type=_positive_int,
+        default=DEFAULT_MAX_BYTES,
+        metavar="BYTES",
+        help="larger files are too large, not read and never quarantined; use the same "
+        f"limit as the application's store (default: {DEFAULT_MAX_BYTES})",
+    )
 
     parser = argparse.ArgumentParser(
         prog="sessionstore",
@@ -419,6 +520,7 @@ def _parser() -> argparse.ArgumentParser:
         "ls",
         "list every session file with version, counts, size and time",
         "sessionstore ls --dir .port_sessions",
+        parents=[limit],
     )
     sub.set_defaults(handler=_cmd_ls)
 
@@ -426,6 +528,7 @@ def _parser() -> argparse.ArgumentParser:
         "show",
         "print a session as JSON, migrated in memory to the current version",
         "sessionstore show chat-42 --dir .port_sessions",
+        parents=[limit],
     )
     sub.add_argument("id", help="session id")
     sub.set_defaults(handler=_cmd_show)
@@ -434,7 +537,7 @@ def _parser() -> argparse.ArgumentParser:
         "validate",
         "check every *.json file; writes nothing (exit 1 on any problem)",
         "sessionstore validate --dir .port_sessions --json",
-        parents=[dsn],
+        parents=[dsn, limit],
     )
     sub.set_defaults(handler=_cmd_validate)
 
@@ -442,7 +545,7 @@ def _parser() -> argparse.ArgumentParser:
         "migrate",
         "rewrite older-version files as the current version, atomically",
         "sessionstore migrate --dir .port_sessions --backup backups/2026-11-25",
-        parents=[dsn],
+        parents=[dsn, limit],
     )
     mode = sub.add_mutually_exclusive_group()
     mode.add_argument("--dry-run", action="store_true", help="write nothing; say what would change")
@@ -458,16 +561,18 @@ def _parser() -> argparse.ArgumentParser:
         "doctor",
         "find stale temp files, stray lock files and corrupt files",
         "sessionstore doctor --dir .port_sessions --fix",
+        parents=[limit],
     )
     sub.add_argument(
         "--fix",
         action="store_true",
         help="remove stale temp and stray lock files; move corrupt files to "
-        "DIR/.quarantine/ (never deletes session data)",
+        "DIR/.quarantine/ (never deletes session data; each fix re-checks the file "
+        "under its session's lock)",
     )
     sub.add_argument(
         "--grace",
-        type=float,
+        type=_seconds,
         default=3600.0,
         metavar="SECONDS",
         help="temp files younger than this may belong to a running writer (default: 3600)",

@@ -3,12 +3,18 @@
 Nothing here prints; the CLI turns the records into text or JSON. Everything
 streams one file at a time (only the sorted list of names is held), so a folder
 of 100,000 sessions never sits in memory at once.
+
+The folder's layout (which names are sessions, temp files, lock files, where the
+quarantine is) belongs to ``FileSystemBackend``: this module asks it, and every
+destructive step (a migrate rewrite, a quarantine, a temp or lock file removal)
+is a backend method that takes the session's lock, looks again under it and acts
+only on a regular file with one of the store's own names.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
-import re
 import stat
 import time
 from collections.abc import Callable, Iterator
@@ -16,9 +22,19 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from sessionstore.atomic import TEMP_NAME, fsync_directory, make_directory, write_atomic
-from sessionstore.backends.base import content_etag
-from sessionstore.backends.filesystem import SUFFIX
+from sessionstore.atomic import open_folder, read_regular_file, write_atomic
+from sessionstore.backends.base import DEFAULT_MAX_BYTES, content_etag
+from sessionstore.backends.filesystem import (
+    INVALID_NAME as _INVALID_NAME_ENTRY,
+)
+from sessionstore.backends.filesystem import (
+    QUARANTINE_DIR_NAME,
+    SESSION,
+    TEMP,
+    Entry,
+    FileSystemBackend,
+    describe_mode,
+)
 from sessionstore.codec import DecodedSession, decode_document, encode
 from sessionstore.errors import (
     ConflictError,
@@ -26,13 +42,12 @@ from sessionstore.errors import (
     NotARegularFileError,
     SchemaVersionError,
     SessionReadError,
+    SessionRefusedError,
     SessionStoreError,
     SessionTooLargeError,
     SessionWriteError,
 )
-from sessionstore.ids import is_valid_session_id
-from sessionstore.locking import LOCK_DIR_NAME, STRIPES
-from sessionstore.store import DEFAULT_MAX_BYTES, BackendSessionStore, SessionStore
+from sessionstore.store import BackendSessionStore
 
 __all__ = [
     "CURRENT",
@@ -48,7 +63,6 @@ __all__ = [
     "inspect_store",
     "migrate_folder",
     "migrate_store",
-    "quarantine",
     "remove_debris",
 ]
 
@@ -65,10 +79,9 @@ UNREADABLE = "unreadable"
 LOADABLE = frozenset({CURRENT, NEEDS_MIGRATION, REPAIRABLE})
 """Statuses of files that load."""
 PROBLEMS = frozenset({CORRUPT, TOO_NEW, TOO_LARGE, INVALID_NAME, NOT_REGULAR, UNREADABLE})
-"""Statuses of files that do not load; migrate and the library leave them untouched."""
-
-QUARANTINE_DIR_NAME = ".quarantine"
-_STRIPE_NAME = re.compile(r"^stripe-(\d{2})\.lock$")
+"""Statuses of files that do not load; migrate and the library leave them untouched.
+Only ``corrupt`` files are ever quarantined (by ``doctor --fix``): a too-large, too-new
+or special file is not damaged."""
 
 
 @dataclass(frozen=True)
@@ -91,37 +104,49 @@ class FileReport:
         return asdict(self)
 
 
-def _inspect(directory: Path, name: str, max_bytes: int) -> tuple[FileReport, bytes | None]:
-    path = directory / name
-    session_id = name[: -len(SUFFIX)]
+def _inspect(backend: FileSystemBackend, entry: Entry) -> tuple[FileReport, bytes | None]:
+    name = entry.name
+    path = backend.directory / name
     try:
-        info = os.lstat(path)
-    except OSError as exc:
-        return FileReport(name, UNREADABLE, detail=f"{path}: {exc.strerror}"), None
+        info = backend.stat_entry(name)
+    except SessionReadError as exc:
+        return FileReport(name, UNREADABLE, detail=str(exc)), None
+    if info is None:
+        return FileReport(name, UNREADABLE, detail=f"{path}: vanished"), None
     base: dict[str, Any] = {"size": info.st_size, "modified": info.st_mtime}
-    if not is_valid_session_id(session_id):
-        detail = f"{path}: {session_id!r} is not a valid session id, so no session is stored here"
+    session_id = entry.session_id
+    if entry.kind != SESSION or session_id is None:
+        stem = name[: -len(".json")] if name.endswith(".json") else name
+        detail = f"{path}: {stem!r} is not a valid session id, so no session is stored here"
         return FileReport(name, INVALID_NAME, detail=detail, **base), None
     if not stat.S_ISREG(info.st_mode):
-        detail = f"{path}: is not a regular file (a link, folder or device); it is never loaded"
+        detail = f"{path}: is {describe_mode(info.st_mode)}, not a regular file; it is never loaded"
         return FileReport(name, NOT_REGULAR, session_id, detail=detail, **base), None
-    store = SessionStore(directory, max_bytes=max_bytes)
     try:
-        data = store.backend.read(session_id, max_bytes=max_bytes)
-        if data is None:
-            return FileReport(name, UNREADABLE, session_id, detail=f"{path}: vanished"), None
-        decoded = decode_document(data, session_id=session_id, path=path)
-    except SchemaVersionError as exc:
-        return FileReport(name, TOO_NEW, session_id, detail=str(exc), **base), None
+        data = backend.read(session_id, max_bytes=backend.max_bytes)
     except SessionTooLargeError as exc:
         return FileReport(name, TOO_LARGE, session_id, detail=str(exc), **base), None
     except NotARegularFileError as exc:
         return FileReport(name, NOT_REGULAR, session_id, detail=str(exc), **base), None
-    except CorruptSessionError as exc:
-        return FileReport(name, CORRUPT, session_id, detail=str(exc), **base), None
     except SessionReadError as exc:
         return FileReport(name, UNREADABLE, session_id, detail=str(exc), **base), None
+    if data is None:
+        return FileReport(name, UNREADABLE, session_id, detail=f"{path}: vanished"), None
+    status, detail, decoded = _classify(data, session_id, path)
+    if decoded is None:
+        return FileReport(name, status, session_id, detail=detail, **base), None
     return _loaded_report(name, decoded, base), data
+
+
+def _classify(data: bytes, session_id: str, path: object) -> tuple[str, str, DecodedSession | None]:
+    """``(status, detail, decoded)`` of a document's bytes; ``decoded`` when it loads."""
+    try:
+        decoded = decode_document(data, session_id=session_id, path=path)
+    except SchemaVersionError as exc:
+        return TOO_NEW, str(exc), None
+    except CorruptSessionError as exc:
+        return CORRUPT, str(exc), None
+    return CURRENT, "", decoded
 
 
 def _loaded_report(name: str, decoded: DecodedSession, base: dict[str, Any]) -> FileReport:
@@ -150,33 +175,22 @@ def _loaded_report(name: str, decoded: DecodedSession, base: dict[str, Any]) -> 
     )
 
 
+def _json_files(backend: FileSystemBackend) -> list[Entry]:
+    """Every ``*.json`` name of the folder (sessions and invalid names), sorted."""
+    return [e for e in backend.scan() if e.kind in (SESSION, _INVALID_NAME_ENTRY)]
+
+
 def inspect_folder(
     directory: Path, *, max_bytes: int = DEFAULT_MAX_BYTES
 ) -> tuple[int, Iterator[FileReport]]:
     """How many ``*.json`` files ``directory`` has, and a report of each, in name order.
 
-    Reads only; never writes. Raises ``SessionReadError`` when the folder cannot be listed.
+    Files over ``max_bytes`` are reported ``too-large`` without being read. Reads
+    only; never writes. Raises ``SessionReadError`` when the folder cannot be listed.
     """
-    names = _list(directory)
-
-    def reports() -> Iterator[FileReport]:
-        for name in names:
-            yield _inspect(directory, name, max_bytes)[0]
-
-    return len(names), reports()
-
-
-def _list(directory: Path, suffix: str = SUFFIX) -> list[str]:
-    """Sorted names of the entries of ``directory`` ending in ``suffix``."""
-    try:
-        with os.scandir(directory) as entries:
-            return sorted(entry.name for entry in entries if entry.name.endswith(suffix))
-    except OSError as exc:
-        raise SessionReadError(
-            f"cannot read the folder {directory}: {exc.strerror or exc}",
-            path=directory,
-            errno=exc.errno,
-        ) from exc
+    backend = FileSystemBackend(directory, max_bytes=max_bytes)
+    entries = _json_files(backend)
+    return len(entries), (_inspect(backend, entry)[0] for entry in entries)
 
 
 def migrate_folder(
@@ -191,23 +205,27 @@ def migrate_folder(
     """Rewrite every older-version (or repairable) file as the current version.
 
     Yields ``(report, action)`` per file in name order, where action is ``migrated``,
-    ``would migrate`` (dry run), ``unchanged`` (already current) or ``skipped``
-    (a problem file, left untouched). A file is yielded as migrated only after the
-    folder fsync that makes its rename durable; a batch of up to ``batch_size``
-    files shares one fsync. Each rewrite holds the session's lock and re-reads
-    the file under it, so a live writer's newer save is never overwritten. With
-    ``backup``, the old bytes are copied there (durably) before the rewrite.
-    Raises ``SessionReadError`` when the folder cannot be listed and
-    ``SessionWriteError`` when a rewrite fails (files yielded before stay migrated).
+    ``would migrate`` (dry run), ``unchanged`` (already current, or changed by
+    someone else since it was inspected) or ``skipped`` (a problem file, left
+    untouched). A file is yielded as migrated only after the folder flush that makes
+    its rename durable; a batch of up to ``batch_size`` files shares one flush. Each
+    rewrite holds the session's lock and re-reads the file under it, so a live
+    writer's newer save is never overwritten. With ``backup``, the old bytes are
+    copied there (durably) before the rewrite; nothing in ``backup`` is ever
+    followed if it is a link or opened if it is not a regular file, and a link at
+    ``backup`` itself is refused. Raises ``SessionReadError`` when the folder cannot
+    be listed, ``SessionWriteError`` when a rewrite or a backup fails (files yielded
+    before stay migrated) and ``LockTimeoutError``.
     """
-    names = _list(directory)
-    store = SessionStore(directory, max_bytes=max_bytes, durable=durable)
+    backend = FileSystemBackend(directory, durable=durable, max_bytes=max_bytes)
+    entries = _json_files(backend)
 
     def run() -> Iterator[tuple[FileReport, str]]:
         pending: list[FileReport] = []
+        backups = _BackupFolder(backup) if backup is not None else None
         try:
-            for name in names:
-                report, _ = _inspect(directory, name, max_bytes)
+            for entry in entries:
+                report, _ = _inspect(backend, entry)
                 if report.status not in (NEEDS_MIGRATION, REPAIRABLE):
                     yield report, ("unchanged" if report.status == CURRENT else "skipped")
                     continue
@@ -215,159 +233,209 @@ def migrate_folder(
                     yield report, "would migrate"
                     continue
                 assert report.session_id is not None  # loadable files have ids
-                if _rewrite(store, report.session_id, backup, durable=durable):
+                if _rewrite(backend, report.session_id, backups):
                     pending.append(report)
                 else:
                     yield report, "unchanged"
                 if len(pending) >= batch_size:
-                    _sync(directory, durable=durable)
+                    backend.sync()
                     yield from ((done, "migrated") for done in pending)
                     pending = []
         finally:
+            if backups is not None:
+                backups.close()
             # Even on Ctrl-C or an error, make what was renamed durable before the
             # caller hears about it.
             if pending:
-                _sync(directory, durable=durable)
+                backend.sync()
         yield from ((done, "migrated") for done in pending)
 
-    return len(names), run()
+    return len(entries), run()
 
 
-def _rewrite(store: SessionStore, session_id: str, backup: Path | None, *, durable: bool) -> bool:
-    """Rewrite one file under its lock; False when it no longer needs it."""
-    backend = store.backend
-    with backend.lock(session_id):
-        path = store.path_of(session_id)
-        data = backend.read(session_id, max_bytes=store.max_bytes)
-        if data is None:
-            return False
-        decoded = decode_document(data, session_id=session_id, path=path)
-        if not decoded.needs_rewrite:
-            return False
-        if backup is not None:
-            _backup(backup, path.name, data)
+def _rewrite(backend: FileSystemBackend, session_id: str, backups: _BackupFolder | None) -> bool:
+    """Rewrite one file under its lock; False when, re-read there, it no longer needs it."""
+    path = backend.location(session_id)
+
+    def migrated(data: bytes) -> bytes | None:
         try:
-            write_atomic(
-                store.directory,
-                path.name,
-                encode(decoded.session),
-                durable=durable,
-                sync_directory=False,
-            )
+            decoded = decode_document(data, session_id=session_id, path=path)
+        except SessionStoreError:
+            return None  # changed into something migrate does not rewrite: left as it is
+        return encode(decoded.session) if decoded.needs_rewrite else None
+
+    def back_up(data: bytes) -> None:
+        if backups is not None:
+            backups.save(path.name, data)
+
+    try:
+        return backend.rewrite(session_id, migrated, before_write=back_up)
+    except (SessionRefusedError, CorruptSessionError, SchemaVersionError):
+        return False  # replaced by a link, a FIFO or a larger file since it was inspected
+
+
+class _BackupFolder:
+    """The ``--backup`` folder: opened once without following a link, used only
+    through its descriptor, and only regular files in it are ever read."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self._fd: int | None = None
+
+    def save(self, name: str, data: bytes) -> None:
+        """Keep ``data`` as ``name`` (or ``name.<ns>`` when that name holds something
+        else), durably. A copy already there with the same bytes is kept as is.
+        Raises ``SessionWriteError``: nothing was rewritten then."""
+        try:
+            if self._fd is None:
+                self._fd = open_folder(self.folder, create=True)
+            target = name
+            if _lstat(name, self._fd) is not None:
+                if read_regular_file(name, dir_fd=self._fd, max_bytes=len(data)) == data:
+                    return
+                target = f"{name}.{time.time_ns()}"
+                while _lstat(target, self._fd) is not None:
+                    target = f"{name}.{time.time_ns()}"
+            write_atomic(self.folder, target, data, dir_fd=self._fd)
         except OSError as exc:
             raise SessionWriteError(
-                f"session {session_id!r}: could not rewrite {path}: {exc.strerror or exc}; "
-                "the old file is intact",
-                session_id=session_id,
-                path=path,
+                f"could not back up {name} into {self.folder}: {exc.strerror or exc}; "
+                f"{name} was not rewritten",
+                path=self.folder / name,
                 errno=exc.errno,
             ) from exc
-    return True
+
+    def close(self) -> None:
+        if self._fd is not None:
+            with contextlib.suppress(OSError):
+                os.close(self._fd)
+            self._fd = None
 
 
-def _backup(folder: Path, name: str, data: bytes) -> None:
+def _lstat(name: str, dir_fd: int) -> os.stat_result | None:
     try:
-        make_directory(folder)
-        target = name
-        existing = folder / target
-        if existing.exists():
-            if existing.read_bytes() == data:
-                return
-            target = f"{name}.{time.time_ns()}"
-        write_atomic(folder, target, data)
-    except OSError as exc:
-        raise SessionWriteError(
-            f"could not back up {name} into {folder}: {exc.strerror or exc}; nothing rewritten",
-            path=folder / name,
-            errno=exc.errno,
-        ) from exc
+        return os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+    except FileNotFoundError:
+        return None
 
 
-def _sync(directory: Path, *, durable: bool) -> None:
-    if durable:
-        fsync_directory(directory)
+# --- doctor ----------------------------------------------------------------------
+
+STALE_TEMP = "stale-temp"
+FRESH_TEMP = "fresh-temp"
+STRAY_LOCK = "stray-lock"
+UNSAFE_FOLDER = "unsafe-folder"
 
 
 @dataclass(frozen=True)
 class Debris:
-    """Something ``doctor`` found: a stale temp file, a stray lock file or a corrupt file."""
+    """Something ``doctor`` found. ``as_json`` has the stable keys ``kind``, ``path``,
+    ``detail``; the other fields say where, for ``remove_debris``."""
 
     kind: str
-    """``stale-temp``, ``fresh-temp``, ``stray-lock`` or ``corrupt``."""
+    """``stale-temp``, ``fresh-temp``, ``stray-lock``, ``corrupt`` or ``unsafe-folder``
+    (a link or a file at ``.locks`` or ``.quarantine``: never fixed by the doctor)."""
     path: str
     detail: str
+    directory: str = ""
+    """The store's folder."""
+    name: str = ""
+    """The temp file's name, or the session id of a corrupt file or a stray lock."""
+    cutoff: float = 0.0
+    """For temp files: stale when last modified at or before this time."""
 
     def as_json(self) -> dict[str, Any]:
         """A plain dict for ``--json`` output."""
-        return asdict(self)
+        return {"kind": self.kind, "path": self.path, "detail": self.detail}
 
 
 def find_debris(
-    directory: Path, *, grace_seconds: float = 3600.0, now: float | None = None
+    directory: Path,
+    *,
+    grace_seconds: float = 3600.0,
+    now: float | None = None,
+    max_bytes: int = DEFAULT_MAX_BYTES,
 ) -> Iterator[Debris]:
     """Yield what crashed writers and damage left in ``directory``. Reads only.
 
-    Temp files count only with the store's own names; those younger than
-    ``grace_seconds`` belong to a writer that may still be running (``fresh-temp``).
-    Raises ``SessionReadError`` when the folder cannot be listed.
+    Temp files count only with the store's own names; those modified less than
+    ``grace_seconds`` ago may belong to a writer still running (``fresh-temp``).
+    Lock files count when their session has no file (``stray-lock``). Files are
+    classified with ``max_bytes``: a larger file is too large, not corrupt, and
+    never reported here. Raises ``SessionReadError`` when the folder cannot be listed.
     """
+    backend = FileSystemBackend(directory, max_bytes=max_bytes)
     now = time.time() if now is None else now
-    for name in _list(directory, suffix=""):
-        path = directory / name
-        match = TEMP_NAME.match(name)
-        if match and match["target"].endswith(SUFFIX):
-            try:
-                age = now - os.lstat(path).st_mtime
-            except FileNotFoundError:
-                continue
-            kind = "stale-temp" if age >= grace_seconds else "fresh-temp"
-            yield Debris(kind, str(path), f"temp file of an interrupted save, {age:.0f} s old")
-        elif name.endswith(SUFFIX):
-            report, _ = _inspect(directory, name, DEFAULT_MAX_BYTES)
+    cutoff = now - grace_seconds
+    where = str(backend.directory)
+    unsafe = set()
+    for path, detail in backend.private_folder_problems():
+        unsafe.add(path.name)
+        yield Debris(UNSAFE_FOLDER, str(path), detail, where, path.name)
+    entries = backend.scan()
+    names = {entry.name for entry in entries}
+    for entry in entries:
+        path = backend.directory / entry.name
+        if entry.kind == TEMP:
+            info = backend.stat_entry(entry.name)
+            if info is None or not stat.S_ISREG(info.st_mode):
+                continue  # gone, or not a file a save of ours made
+            age = now - info.st_mtime
+            kind = STALE_TEMP if info.st_mtime <= cutoff else FRESH_TEMP
+            detail = f"temp file of an interrupted save, {age:.0f} s old"
+            yield Debris(kind, str(path), detail, where, entry.name, cutoff)
+        elif entry.kind == SESSION:
+            report, _ = _inspect(backend, entry)
             if report.status == CORRUPT:
-                yield Debris("corrupt", str(path), report.detail)
-    lock_dir = directory / LOCK_DIR_NAME
-    if lock_dir.is_dir():
-        for name in sorted(os.listdir(lock_dir)):
-            match = _STRIPE_NAME.match(name)
-            if not match or int(match[1]) >= STRIPES:
-                yield Debris(
-                    "stray-lock", str(lock_dir / name), "not a lock file sessionstore uses"
-                )
+                yield Debris(CORRUPT, str(path), report.detail, where, entry.session_id or "")
+    if ".locks" in unsafe:
+        return
+    for session_id in backend.lock_files():
+        if f"{session_id}.json" not in names:
+            path = backend.directory / ".locks" / f"{session_id}.lock"
+            detail = f"lock file of session {session_id!r}, which has no file"
+            yield Debris(STRAY_LOCK, str(path), detail, where, session_id)
 
 
-def remove_debris(item: Debris) -> str:
-    """Fix one finding: remove a stale temp or stray lock file, quarantine a corrupt file.
+def remove_debris(
+    item: Debris,
+    *,
+    max_bytes: int = DEFAULT_MAX_BYTES,
+    clock: Callable[[], float] = time.time,
+) -> tuple[str, bool]:
+    """Fix one finding; return what was done and whether nothing is left to fix.
 
-    Returns what was done. Never deletes a session file. Raises ``OSError``.
+    Each fix takes the session's lock and looks again first: a stale temp file is
+    removed, a stray lock file removed, a corrupt file moved into ``.quarantine/``
+    (its bytes kept), each only if it still is what was found. A file saved again
+    meanwhile is left alone. Never deletes session data; never touches an
+    ``unsafe-folder`` finding. Errors are returned as ``failed: ...`` (not fixed).
     """
-    path = Path(item.path)
-    if item.kind in ("stale-temp", "stray-lock"):
-        path.unlink(missing_ok=True)
-        fsync_directory(path.parent)
-        return "removed"
-    if item.kind == "corrupt":
-        return f"moved to {quarantine(path)}"
-    return "left alone"
+    backend = FileSystemBackend(item.directory, max_bytes=max_bytes)
+    try:
+        if item.kind == STALE_TEMP:
+            if backend.remove_temp(item.name, modified_before=item.cutoff):
+                return "removed", True
+            return "left alone: no longer a stale temp file", True
+        if item.kind == STRAY_LOCK:
+            if backend.remove_lock_file(item.name):
+                return "removed", True
+            return "left alone: its session has a file again", True
+        if item.kind == CORRUPT:
+            path = backend.location(item.name)
 
+            def damaged(data: bytes) -> bool:
+                return _classify(data, item.name, path)[0] == CORRUPT
 
-def quarantine(path: Path, *, clock: Callable[[], float] = time.time) -> Path:
-    """Move ``path`` into ``<folder>/.quarantine/`` with a UTC timestamp in its name.
-
-    The bytes are kept as they are. Raises ``OSError``.
-    """
-    folder = path.parent / QUARANTINE_DIR_NAME
-    make_directory(folder)
-    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(clock()))
-    target = folder / f"{path.name}.{stamp}"
-    counter = 1
-    while target.exists():
-        target = folder / f"{path.name}.{stamp}.{counter}"
-        counter += 1
-    os.rename(path, target)
-    fsync_directory(folder)
-    fsync_directory(path.parent)
-    return target
+            target = backend.quarantine(item.name, damaged, clock=clock)
+            if target is not None:
+                return f"moved to {target}", True
+            return "left alone: re-read under its lock, it is no longer damaged", True
+    except SessionStoreError as exc:
+        return f"failed: {exc}", False
+    if item.kind == FRESH_TEMP:
+        return "left alone: a save may still be writing it", True
+    return "left alone: remove it by hand", False
 
 
 # --- any backend (a PostgreSQL table, memory) ---------------------------------

@@ -14,7 +14,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from sessionstore.backends.base import Backend, content_etag
+from sessionstore.backends.base import DEFAULT_MAX_BYTES, Backend, content_etag
 from sessionstore.backends.filesystem import FileSystemBackend
 from sessionstore.backends.memory import MemoryBackend
 from sessionstore.codec import decode, encode
@@ -45,9 +45,6 @@ __all__ = [
 
 DEFAULT_SESSION_DIR = Path(".port_sessions")
 """The folder the seed-compatible functions use when given none."""
-
-DEFAULT_MAX_BYTES = 64 * 1024 * 1024
-"""Documents larger than this are refused on load without being read."""
 
 
 class BackendSessionStore:
@@ -266,7 +263,10 @@ class SessionStore(BackendSessionStore):
     (file and folder) before they return. ``durable=False`` skips the fsyncs: still
     atomic for readers, but a crash or power loss may lose recent saves; use it for
     tests and caches only. Documents over ``max_bytes`` are refused on load.
-    ``lock_timeout`` bounds the wait for a session's lock (``LockTimeoutError``).
+    ``lock_timeout`` bounds the wait for a session's lock (``LockTimeoutError``);
+    ``None`` waits without bound. The backend makes ``directory`` absolute once, so
+    a later ``os.chdir`` moves nothing. Raises ``ValueError`` for a ``lock_timeout``
+    that is not a finite number >= 0 or ``None``.
     """
 
     def __init__(
@@ -275,14 +275,14 @@ class SessionStore(BackendSessionStore):
         *,
         durable: bool = True,
         max_bytes: int = DEFAULT_MAX_BYTES,
-        lock_timeout: float = 30.0,
+        lock_timeout: float | None = 30.0,
     ) -> None:
         self.directory = Path(directory)
         self.durable = durable
-        super().__init__(
-            FileSystemBackend(self.directory, durable=durable, lock_timeout=lock_timeout),
-            max_bytes=max_bytes,
+        backend = FileSystemBackend(
+            self.directory, durable=durable, lock_timeout=lock_timeout, max_bytes=max_bytes
         )
+        super().__init__(backend, max_bytes=max_bytes)
 
     def path_of(self, session_id: str) -> Path:
         """The file that holds ``session_id``. Raises ``InvalidSessionIdError``."""

@@ -12,6 +12,8 @@ import multiprocessing
 import os
 import random
 import signal
+import stat
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
@@ -20,8 +22,18 @@ from pathlib import Path
 from typing import Any
 from unittest import mock
 
-from sessionstore import SessionStore, SessionStoreError, StoredSession
+from sessionstore import (
+    BackendSessionStore,
+    ConflictError,
+    LockTimeoutError,
+    MemorySessionStore,
+    SessionStore,
+    SessionStoreError,
+    SessionTooLargeError,
+    StoredSession,
+)
 from sessionstore.atomic import TEMP_NAME
+from sessionstore.backends.filesystem import FileSystemBackend
 
 CRASH_ID = "crash"
 
@@ -142,6 +154,7 @@ class Call:
     name: str
     args: tuple[Any, ...]
     result: Any = None
+    kwargs: dict[str, Any] = field(default_factory=dict)
 
 
 @contextmanager
@@ -153,7 +166,7 @@ def recording(*names: str) -> Iterator[list[Call]]:
         original = getattr(os, name)
 
         def recorder(*args: Any, _name: str = name, _original: Any = original, **kw: Any) -> Any:
-            call = Call(_name, args)
+            call = Call(_name, args, kwargs=kw)
             calls.append(call)
             call.result = _original(*args, **kw)
             return call.result
@@ -206,7 +219,7 @@ def _check_trace(folder: Path, calls: list[Call], temps: list[str]) -> list[str]
         if c.name == "open"
         and len(c.args) > 1
         and c.args[1] & os.O_CREAT
-        and "stripe" not in str(c.args[0])
+        and not str(c.args[0]).endswith(".lock")
     ]
     if len(creates) != 1:
         return [f"expected one temp file creation, saw {len(creates)}"]
@@ -230,11 +243,14 @@ def _check_trace(folder: Path, calls: list[Call], temps: list[str]) -> list[str]
             f"wrote {written} bytes to the temp file, the file has {target.stat().st_size}"
         )
     names = [(c.name, c.args[0] if c.args else None) for c in after_create]
+    # The temp file's descriptor number is free again after its close: only an
+    # fsync before that close is an fsync of the temp file.
+    closed = names.index(("close", fd)) if ("close", fd) in names else len(names)
     try:
-        synced = names.index(("fsync", fd))
+        synced = names[:closed].index(("fsync", fd))
         replaced = next(i for i, c in enumerate(after_create) if c.name in ("replace", "rename"))
     except (ValueError, StopIteration):
-        return [*problems, "the temp file was not fsynced, or never renamed"]
+        return [*problems, "the temp file was not fsynced before its close, or never renamed"]
     if synced > replaced:
         problems.append("the temp file was fsynced after the rename")
     rename = after_create[replaced]
@@ -306,3 +322,233 @@ def run_in_forked_child(fn: Callable[[], None]) -> int:
             code = 1
         os._exit(code)
     return os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
+
+
+# --- the write contract off the hot path ------------------------------------------
+
+
+def _session(session_id: str, text: str) -> StoredSession:
+    return StoredSession(session_id=session_id, messages=(text,), input_tokens=0, output_tokens=0)
+
+
+def _in_thread(fn: Callable[[], object]) -> BaseException | None:
+    """Run ``fn`` in another thread (so it cannot re-enter this thread's locks)."""
+    outcome: list[BaseException | None] = [None]
+
+    def run() -> None:
+        try:
+            fn()
+        except BaseException as exc:  # handed back
+            outcome[0] = exc
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    thread.join()
+    return outcome[0]
+
+
+def create_race_violations(folder: Path) -> list[str]:
+    """A second ``create`` of the same id lands while the first one checks that the id
+    is free. Under the lock the second one cannot get in (``lock_timeout=0``: it is
+    refused at once, nothing acknowledged); at most one create may succeed."""
+    first, second = SessionStore(folder), SessionStore(folder, lock_timeout=0)
+    acked: list[str] = []
+    raced: list[bool] = []
+    real_exists = FileSystemBackend.exists
+    main = threading.current_thread()
+
+    def exists_then_race(self: FileSystemBackend, session_id: str) -> bool:
+        found = real_exists(self, session_id)
+        if threading.current_thread() is main and not raced and session_id == "c":
+            raced.append(True)
+            if _in_thread(lambda: second.create(_session("c", "second"))) is None:
+                acked.append("second")
+        return found
+
+    with mock.patch.object(FileSystemBackend, "exists", exists_then_race):
+        try:
+            first.create(_session("c", "first"))
+            acked.append("first")
+        except ConflictError:
+            pass
+    stored = SessionStore(folder).load("c").messages[0]
+    problems = [] if raced else ["the second create was never staged"]
+    if len(acked) > 1:
+        problems.append(f"two creates of one id both succeeded: {acked}")
+    if acked and stored != acked[-1]:
+        problems.append(f"the stored session is {stored!r}, the acknowledged create {acked}")
+    return problems
+
+
+def max_bytes_violations(folder: Path) -> list[str]:
+    """Every backend refuses, on read, a document over the store's ``max_bytes``."""
+    problems = []
+    session = _session("m", "x" * 500)
+    for label, big in (("memory", MemorySessionStore()), ("folder", SessionStore(folder))):
+        big.save(session)
+        small = BackendSessionStore(big.backend, max_bytes=100)
+        try:
+            small.load("m")
+        except SessionTooLargeError:
+            continue
+        except SessionStoreError as exc:
+            problems.append(f"{label}: {type(exc).__name__} instead of SessionTooLargeError")
+            continue
+        problems.append(f"{label}: loaded a document over max_bytes")
+    return problems
+
+
+def grown_file_violations(folder: Path) -> list[str]:
+    """The file grows past ``max_bytes`` between ``fstat`` and the read: the load must
+    refuse it, having read at most ``max_bytes + 1`` bytes."""
+    store = SessionStore(folder, max_bytes=1000)
+    store.save(_session("g", "small"))
+    path = folder / "g.json"
+    real_fstat, real_read = os.fstat, os.read
+    read_total: list[int] = []
+
+    def fstat_then_grow(fd: int) -> os.stat_result:
+        info = real_fstat(fd)
+        if stat.S_ISREG(info.st_mode) and info.st_ino == os.lstat(path).st_ino:
+            with open(path, "ab") as grow:  # another process appends right now
+                grow.write(b" " * 100_000)
+        return info
+
+    def counting_read(fd: int, size: int) -> bytes:
+        data = real_read(fd, size)
+        read_total.append(len(data))
+        return data
+
+    problems = []
+    with (
+        mock.patch.object(os, "fstat", fstat_then_grow),
+        mock.patch.object(os, "read", counting_read),
+    ):
+        try:
+            store.load("g")
+            problems.append("a file that grew past max_bytes after fstat was loaded")
+        except SessionTooLargeError:
+            pass
+        except SessionStoreError as exc:
+            problems.append(f"{type(exc).__name__} instead of SessionTooLargeError: {exc}")
+    if sum(read_total) > 1001:
+        problems.append(f"read {sum(read_total)} bytes with max_bytes 1000")
+    return problems
+
+
+def new_folder_violations(folder: Path) -> list[str]:
+    """The first save into missing folders: the parent of every folder created is
+    flushed before ``save`` returns (else a crash may forget the folder, and every
+    session in it)."""
+    target = folder / "a" / "b"
+    with recording("mkdir", "open", "fsync", "close") as calls:
+        SessionStore(target).save(_session("n", "first"))
+    opened: dict[int, Path] = {}
+    synced: list[tuple[int, Path]] = []
+    made: list[tuple[int, Path]] = []
+    for position, call in enumerate(calls):
+        if call.name == "open" and isinstance(call.result, int):
+            opened[call.result] = Path(call.args[0])
+        elif call.name == "fsync" and call.args[0] in opened:
+            synced.append((position, opened[call.args[0]]))
+        elif call.name == "mkdir":
+            made.append((position, Path(call.args[0])))
+    problems = [
+        f"{path} was created but its folder {path.parent} was not flushed after"
+        for position, path in made
+        if not any(later > position and synced_path == path.parent for later, synced_path in synced)
+    ]
+    if len(made) < 3:
+        problems.append(f"expected to create a, a/b and a/b/.locks, saw {made}")
+    return problems
+
+
+def migrate_race_violations(folder: Path) -> list[str]:
+    """Whenever ``migrate`` reads the old file, another writer tries to store a new old-
+    version document (``lock_timeout=0``). Under the lock that writer is refused while
+    migrate rewrites; the stored session is the last acknowledged document, migrated."""
+    from sessionstore import maintenance  # noqa: PLC0415  # only this check needs it
+
+    seed = b'{"session_id": "m", "messages": ["ack %d"], "input_tokens": 0, "output_tokens": 0}'
+    writer = SessionStore(folder, lock_timeout=0)
+    writer.backend.write("m", seed % 0)
+    acked = [0]
+    real_read = FileSystemBackend.read
+    main = threading.current_thread()
+
+    def read_then_race(self: FileSystemBackend, session_id: str, *, max_bytes: int) -> bytes | None:
+        data = real_read(self, session_id, max_bytes=max_bytes)
+        if threading.current_thread() is main and session_id == "m" and len(acked) < 5:
+            number = len(acked)
+            if _in_thread(lambda: writer.backend.write("m", seed % number)) is None:
+                acked.append(number)
+        return data
+
+    with mock.patch.object(FileSystemBackend, "read", read_then_race):
+        _, results = maintenance.migrate_folder(folder)
+        list(results)
+    messages = SessionStore(folder).load("m").messages
+    if messages != (f"ack {acked[-1]}",):
+        return [f"stored {messages}, but the last acknowledged write was 'ack {acked[-1]}'"]
+    return []
+
+
+def quarantine_violations(folder: Path) -> list[str]:
+    """``doctor --fix`` moves a corrupt file: after the rename, both folders (the new
+    entry and the removed one) are flushed before the fix returns."""
+    from sessionstore import maintenance  # noqa: PLC0415  # only this check needs it
+
+    SessionStore(folder).save(_session("ok", "fine"))
+    (folder / "bad.json").write_bytes(b"{ torn")
+    [item] = [d for d in maintenance.find_debris(folder) if d.kind == "corrupt"]
+    with recording("rename", "fsync") as calls:
+        action, _ = maintenance.remove_debris(item)
+    if not action.startswith("moved to"):
+        return [f"the corrupt file was not moved: {action}"]
+    renames = [i for i, c in enumerate(calls) if c.name == "rename"]
+    if len(renames) != 1:
+        return [f"expected one rename, saw {len(renames)}"]
+    rename = calls[renames[0]]
+    synced = {c.args[0] for c in calls[renames[0] + 1 :] if c.name == "fsync"}
+    return [
+        f"the folder of the rename's {role} was not flushed after it"
+        for role in ("dst_dir_fd", "src_dir_fd")
+        if rename.kwargs.get(role) not in synced
+    ]
+
+
+def lock_timeout_violations(folder: Path) -> list[str]:
+    """A writer facing a held lock gives up after ``lock_timeout`` with
+    ``LockTimeoutError`` instead of waiting for the holder."""
+    store = SessionStore(folder, lock_timeout=0.05)
+    store.save(_session("t", "first"))
+    holding, release = threading.Event(), threading.Event()
+    outcome: list[BaseException | None] = []
+
+    def hold() -> None:
+        with SessionStore(folder).backend.lock("t"):
+            holding.set()
+            release.wait()
+
+    def wait() -> None:
+        try:
+            store.save(_session("t", "second"))
+            outcome.append(None)
+        except BaseException as exc:  # handed back
+            outcome.append(exc)
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    holding.wait()
+    waiter = threading.Thread(target=wait)
+    waiter.start()
+    waiter.join(timeout=5)  # a guard for the broken variant, not a wait for a race
+    gave_up = not waiter.is_alive()
+    release.set()
+    holder.join()
+    waiter.join()
+    if not gave_up:
+        return ["a writer waited past its lock_timeout of 0.05 s for a held lock"]
+    if not isinstance(outcome[0], LockTimeoutError):
+        return [f"expected LockTimeoutError, got {outcome[0]!r}"]
+    return []

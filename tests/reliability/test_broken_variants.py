@@ -18,9 +18,21 @@ from typing import Any
 
 import pytest
 
-from sessionstore import atomic
-from sessionstore.backends import filesystem
-from tests.reliability.checks import crash_violations, lost_update_violations, recipe_violations
+from sessionstore import atomic, locking
+from sessionstore.backends import filesystem, memory
+from sessionstore.errors import ConflictError
+from tests.reliability.checks import (
+    crash_violations,
+    create_race_violations,
+    grown_file_violations,
+    lock_timeout_violations,
+    lost_update_violations,
+    max_bytes_violations,
+    migrate_race_violations,
+    new_folder_violations,
+    quarantine_violations,
+    recipe_violations,
+)
 from tests.reliability.figures import record
 
 
@@ -71,7 +83,9 @@ def _ack_before_folder_fsync(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def _temp_elsewhere(monkeypatch: pytest.MonkeyPatch, elsewhere: Path) -> None:
-    def variant(directory: Path, name: str, *, durable: bool) -> tuple[Path, int]:
+    def variant(
+        directory: Path, name: str, *, durable: bool, dir_fd: int | None = None
+    ) -> tuple[Path, int]:
         temp = elsewhere / f".{name}.{secrets.token_hex(8)}.tmp"
         return temp, os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
 
@@ -79,7 +93,9 @@ def _temp_elsewhere(monkeypatch: pytest.MonkeyPatch, elsewhere: Path) -> None:
 
 
 def _fixed_temp_name(monkeypatch: pytest.MonkeyPatch) -> None:
-    def variant(directory: Path, name: str, *, durable: bool) -> tuple[Path, int]:
+    def variant(
+        directory: Path, name: str, *, durable: bool, dir_fd: int | None = None
+    ) -> tuple[Path, int]:
         temp = directory / f".{name}.0000000000000000.tmp"
         return temp, os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
 
@@ -110,6 +126,70 @@ def _lock_the_data_file(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(filesystem.FileSystemBackend, "lock", variant)
 
 
+def _create_without_the_lock(monkeypatch: pytest.MonkeyPatch) -> None:
+    def variant(self: Any, session_id: str, data: bytes) -> str:
+        # The check and the write, but not under the session's lock.
+        if self.exists(session_id):
+            raise ConflictError(f"{session_id} exists")
+        self._write(session_id, self.location(session_id), data)
+        return filesystem.content_etag(data)
+
+    monkeypatch.setattr(filesystem.FileSystemBackend, "create", variant)
+
+
+def _memory_ignores_max_bytes(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(
+        memory.MemoryBackend,
+        "read",
+        lambda self, session_id, *, max_bytes: self._documents.get(session_id),
+    )
+
+
+def _trust_fstat(monkeypatch: pytest.MonkeyPatch) -> None:
+    def read_to_the_end(fd: int, expected: int, max_bytes: int) -> bytes:
+        # Reads whatever is there now: no bound, so no check that it grew after fstat.
+        chunks = []
+        while chunk := os.read(fd, 1 << 16):
+            chunks.append(chunk)
+        return b"".join(chunks)[: max(expected, 0) or None]
+
+    monkeypatch.setattr(filesystem, "read_at_most", read_to_the_end)
+
+
+def _parent_not_synced(monkeypatch: pytest.MonkeyPatch) -> None:
+    def variant(directory: Path, *, durable: bool = True) -> None:
+        os.makedirs(directory, mode=0o700, exist_ok=True)  # no fsync of any parent
+
+    monkeypatch.setattr(atomic, "make_directory", variant)
+    monkeypatch.setattr(locking, "make_directory", variant)
+
+
+def _migrate_without_the_lock(monkeypatch: pytest.MonkeyPatch) -> None:
+    def variant(self: Any, session_id: str, transform: Any, *, before_write: Any = None) -> bool:
+        current = self.read(session_id, max_bytes=self.max_bytes)
+        new = None if current is None else transform(current)
+        if new is None:
+            return False
+        atomic.write_atomic(
+            self.directory, f"{session_id}.json", new, durable=self.durable, sync_directory=False
+        )
+        return True
+
+    monkeypatch.setattr(filesystem.FileSystemBackend, "rewrite", variant)
+
+
+def _quarantine_without_fsyncs(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(filesystem, "full_fsync", lambda fd: None)
+
+
+def _lock_timeout_disabled(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(locking, "_acquire", lambda mutex, deadline: mutex.acquire())
+    real_flock = locking._flock
+    monkeypatch.setattr(
+        locking, "_flock", lambda fd, deadline, timeout: real_flock(fd, None, timeout)
+    )
+
+
 Variant = Callable[[pytest.MonkeyPatch, Path], None]
 
 VARIANTS: dict[str, tuple[Variant, str]] = {
@@ -123,15 +203,37 @@ VARIANTS: dict[str, tuple[Variant, str]] = {
     "fixed temp name": (lambda mp, tmp: _fixed_temp_name(mp), "recipe"),
     "locking the data file": (lambda mp, tmp: _lock_the_data_file(mp), "lost updates"),
     "ack before the folder fsync": (lambda mp, tmp: _ack_before_folder_fsync(mp), "recipe"),
+    "create without the lock": (lambda mp, tmp: _create_without_the_lock(mp), "create race"),
+    "memory backend ignoring max_bytes": (
+        lambda mp, tmp: _memory_ignores_max_bytes(mp),
+        "max_bytes",
+    ),
+    "no check that a file grew after fstat": (lambda mp, tmp: _trust_fstat(mp), "grown file"),
+    "a new folder's parent not fsynced": (lambda mp, tmp: _parent_not_synced(mp), "new folder"),
+    "migrate rewriting without the lock": (
+        lambda mp, tmp: _migrate_without_the_lock(mp),
+        "migrate race",
+    ),
+    "quarantine without its fsyncs": (lambda mp, tmp: _quarantine_without_fsyncs(mp), "quarantine"),
+    "lock timeout disabled": (lambda mp, tmp: _lock_timeout_disabled(mp), "lock timeout"),
+}
+
+CHECKS: dict[str, Callable[[Path], list[str]]] = {
+    "crash": lambda folder: crash_violations(folder, 200, seed=7, payload=4000).violations,
+    "recipe": recipe_violations,
+    "lost updates": lambda folder: lost_update_violations(folder, 4, 30),
+    "create race": create_race_violations,
+    "max_bytes": max_bytes_violations,
+    "grown file": grown_file_violations,
+    "new folder": new_folder_violations,
+    "migrate race": migrate_race_violations,
+    "quarantine": quarantine_violations,
+    "lock timeout": lock_timeout_violations,
 }
 
 
 def _run_check(check: str, folder: Path) -> list[str]:
-    if check == "crash":
-        return crash_violations(folder, 200, seed=7, payload=4000).violations
-    if check == "recipe":
-        return recipe_violations(folder)
-    return lost_update_violations(folder, 4, 30)
+    return CHECKS[check](folder)
 
 
 @pytest.mark.parametrize("variant", sorted(VARIANTS))
@@ -147,6 +249,10 @@ def test_broken_variant_is_caught(
     assert violations, f"the {check} check did not notice the variant {variant!r}"
 
 
-@pytest.mark.parametrize("check", ["crash", "recipe", "lost updates"])
+@pytest.mark.parametrize("check", sorted(CHECKS))
 def test_the_same_checks_pass_on_the_real_code(check: str, tmp_path: Path) -> None:
     assert _run_check(check, tmp_path) == []
+
+
+def test_every_check_guards_a_variant() -> None:
+    assert {check for _, check in VARIANTS.values()} == set(CHECKS)

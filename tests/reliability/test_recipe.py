@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import errno
+import fcntl
 import os
 import shutil
+import stat
 import subprocess
 import sys
 import textwrap
@@ -117,3 +120,77 @@ def test_no_temp_file_is_left_by_a_failed_save(
     monkeypatch.undo()
     assert temp_files(tmp_path) == []
     assert store.load(CRASH_ID) == version_session(1)
+
+
+F_FULLFSYNC = 51  # its value on macOS
+
+
+def _full_fsync_platform(
+    monkeypatch: pytest.MonkeyPatch, fail_with: int | None = None
+) -> list[Any]:
+    """Make ``fcntl`` look like macOS's: record ``F_FULLFSYNC`` calls (and ``os.fsync``)."""
+    calls: list[Any] = []
+    monkeypatch.setattr(fcntl, "F_FULLFSYNC", F_FULLFSYNC, raising=False)
+    real_fcntl = fcntl.fcntl
+    real_fsync = os.fsync
+
+    def fake_fcntl(fd: int, command: int, *args: Any) -> Any:
+        if command != F_FULLFSYNC:
+            return real_fcntl(fd, command, *args)
+        calls.append(("F_FULLFSYNC", fd, stat.S_ISDIR(os.fstat(fd).st_mode)))
+        if fail_with is not None:
+            raise OSError(fail_with, os.strerror(fail_with))
+        return real_fsync(fd)  # what the drive flush stands for here
+
+    def fake_fsync(fd: int) -> None:
+        calls.append(("fsync", fd, stat.S_ISDIR(os.fstat(fd).st_mode)))
+        real_fsync(fd)
+
+    monkeypatch.setattr(fcntl, "fcntl", fake_fcntl)
+    monkeypatch.setattr(os, "fsync", fake_fsync)
+    return calls
+
+
+def test_macos_flushes_the_drive_cache_with_f_fullfsync(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Issue 9.23: on macOS fsync does not flush the drive's cache; F_FULLFSYNC does.
+    store = SessionStore(tmp_path)
+    store.save(version_session(1))
+    calls = _full_fsync_platform(monkeypatch)
+    store.save(version_session(2))
+    store.delete(CRASH_ID)
+    assert [(name, is_dir) for name, _, is_dir in calls] == [
+        ("F_FULLFSYNC", False),  # the temp file
+        ("F_FULLFSYNC", True),  # the folder, after the rename
+        ("F_FULLFSYNC", True),  # the folder, after the delete's unlink
+    ]
+    record("F_FULLFSYNC flushes checked", len(calls))
+
+
+def test_linux_path_is_plain_fsync(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delattr(fcntl, "F_FULLFSYNC", raising=False)
+    store = SessionStore(tmp_path)
+    store.save(version_session(1))
+    with recording("fsync") as calls:
+        store.save(version_session(2))
+    assert [c.name for c in calls] == ["fsync", "fsync"]
+
+
+def test_f_fullfsync_unsupported_falls_back_to_fsync_but_eio_is_an_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = SessionStore(tmp_path)
+    store.save(version_session(1))
+    calls = _full_fsync_platform(monkeypatch, fail_with=errno.ENOTSUP)
+    store.save(version_session(2))  # a filesystem without a full flush: fsync it is
+    assert [name for name, _, _ in calls] == ["F_FULLFSYNC", "fsync", "F_FULLFSYNC", "fsync"]
+    monkeypatch.undo()
+    calls = _full_fsync_platform(monkeypatch, fail_with=errno.EIO)
+    with pytest.raises(SessionWriteError, match="previous version is intact") as info:
+        store.save(version_session(3))
+    assert info.value.errno == errno.EIO
+    assert [name for name, _, _ in calls] == ["F_FULLFSYNC"], "a failed flush is never retried"
+    monkeypatch.undo()
+    assert store.load(CRASH_ID) == version_session(2)
+    assert temp_files(tmp_path) == []

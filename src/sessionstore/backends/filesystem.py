@@ -1,16 +1,41 @@
-"""One ``<id>.json`` file per session in a folder: the default backend."""
+"""One ``<id>.json`` file per session in a folder: the default backend.
+
+This module is the one place that knows the folder's layout:
+
+- ``<id>.json``: a session (``SESSION_FILE_NAME``); other ``*.json`` names are not sessions;
+- ``.<id>.json.<16 hex>.tmp``: a temp file of a save in progress, or left by a crash;
+- ``.locks/<id>.lock``: the lock file of a session (see ``locking``);
+- ``.quarantine/<id>.json.<UTC time>``: a damaged file moved aside by ``sessionstore doctor``.
+
+Besides the ``Backend`` methods it offers what maintenance needs (``scan``,
+``rewrite``, ``quarantine``, ``remove_temp``, ``remove_lock_file``...). Each
+destructive one takes the session's lock, looks at the file again under it,
+acts only on a regular file with one of the names above, never follows a link,
+and works relative to folder descriptors opened without following links.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import stat
-from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
-from sessionstore.atomic import RenamedButNotSynced, remove_durably, write_atomic
-from sessionstore.backends.base import content_etag
+from sessionstore.atomic import (
+    TEMP_NAME,
+    RenamedButNotSynced,
+    full_fsync,
+    open_folder,
+    read_at_most,
+    remove_durably,
+    write_atomic,
+)
+from sessionstore.backends.base import DEFAULT_MAX_BYTES, content_etag
 from sessionstore.errors import (
     ConflictError,
     LockTimeoutError,
@@ -21,15 +46,36 @@ from sessionstore.errors import (
     SessionWriteError,
 )
 from sessionstore.ids import SESSION_FILE_NAME
-from sessionstore.locking import StripedLocks
+from sessionstore.locking import LOCK_DIR_NAME, LOCK_SUFFIX, SessionLocks, check_lock_timeout
 
-__all__ = ["SUFFIX", "FileSystemBackend"]
+__all__ = [
+    "INVALID_NAME",
+    "OTHER",
+    "QUARANTINE_DIR_NAME",
+    "SESSION",
+    "SUFFIX",
+    "TEMP",
+    "Entry",
+    "FileSystemBackend",
+]
 
 SUFFIX = ".json"
+QUARANTINE_DIR_NAME = ".quarantine"
+"""Subfolder of the store where ``doctor --fix`` moves damaged files."""
+
+SESSION = "session"
+"""Entry kind: ``<id>.json`` with a valid id."""
+INVALID_NAME = "invalid-name"
+"""Entry kind: a ``*.json`` name whose stem is not a valid id (never a session)."""
+TEMP = "temp"
+"""Entry kind: a temp file name of a save of a valid id."""
+OTHER = "other"
+"""Entry kind: anything else (``.locks``, ``.quarantine``, foreign files)."""
 
 # O_NONBLOCK: opening a FIFO planted at <id>.json must not hang the reader.
 # O_NOFOLLOW: a symlink at <id>.json is refused, never followed out of the folder.
 _READ_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
 _FILE_KINDS = {
     stat.S_IFDIR: "a directory",
     stat.S_IFIFO: "a FIFO",
@@ -40,15 +86,55 @@ _FILE_KINDS = {
 }
 
 
+@dataclass(frozen=True)
+class Entry:
+    """One name in the store's folder, classified by name only (nothing is opened).
+
+    ``name`` is as ``os.listdir`` gives it: bytes that are not UTF-8 are kept as
+    lone surrogates (``surrogateescape``), so show it escaped. ``session_id`` is the
+    id of a session file, or of the session a temp file was saving.
+    """
+
+    name: str
+    kind: str
+    session_id: str | None = None
+
+
+def describe_mode(mode: int) -> str:
+    """What a file of ``mode`` is, for messages (``a regular file``, ``a FIFO``...)."""
+    if stat.S_ISREG(mode):
+        return "a regular file"
+    return _FILE_KINDS.get(stat.S_IFMT(mode), "not a regular file")
+
+
 class FileSystemBackend:
-    """Sessions as files in ``directory``; writes are atomic and, with ``durable``, fsynced."""
+    """Sessions as files in ``directory``; writes are atomic and, with ``durable``, fsynced.
+
+    ``directory`` is made absolute once, here: a later ``os.chdir`` moves neither
+    the data nor the locks. ``lock_timeout`` bounds the wait for a session's lock
+    (a finite number of seconds >= 0, or ``None`` to wait without bound);
+    ``max_bytes`` bounds what a conditional write reads of the current file.
+    Raises ``ValueError`` for a bad ``lock_timeout`` or ``max_bytes``.
+    """
 
     def __init__(
-        self, directory: Path, *, durable: bool = True, lock_timeout: float = 30.0
+        self,
+        directory: str | os.PathLike[str],
+        *,
+        durable: bool = True,
+        lock_timeout: float | None = 30.0,
+        max_bytes: int = DEFAULT_MAX_BYTES,
     ) -> None:
-        self.directory = directory
+        if type(max_bytes) is not int or max_bytes < 1:
+            msg = f"max_bytes must be a positive int, not {max_bytes!r}"
+            raise ValueError(msg)
+        self.directory = Path(directory).absolute()
+        self._path = os.fspath(self.directory)
         self.durable = durable
-        self._locks = StripedLocks(directory, timeout=lock_timeout, durable=durable)
+        self.max_bytes = max_bytes
+        self._locks = SessionLocks(
+            self.directory, timeout=check_lock_timeout(lock_timeout), durable=durable
+        )
 
     @property
     def description(self) -> str:
@@ -57,11 +143,26 @@ class FileSystemBackend:
     def location(self, session_id: str) -> Path:
         return self.directory / f"{session_id}{SUFFIX}"
 
+    @property
+    def lock_timeout(self) -> float | None:
+        """Seconds a write waits for a session's lock (``None``: without bound)."""
+        return self._locks.timeout
+
+    def lock(self, session_id: str) -> contextlib.AbstractContextManager[None]:
+        """Hold the session's lock (re-entrant per thread, shared by every store object
+        and process on this folder). When the outermost hold ends and the session has
+        no file, its lock file is removed too. Raises ``LockTimeoutError`` and
+        ``SessionWriteError`` (the lock file cannot be opened: a link at ``.locks``,
+        a read-only folder, no descriptors left)."""
+        return self._hold(session_id, discard_if=lambda: not self._exists_quietly(session_id))
+
     @contextmanager
-    def lock(self, session_id: str) -> Iterator[None]:
-        with ExitStack() as stack:
+    def _hold(
+        self, session_id: str, *, discard_if: Callable[[], bool] | None = None
+    ) -> Iterator[None]:
+        with contextlib.ExitStack() as stack:
             try:
-                stack.enter_context(self._locks.hold(session_id))
+                stack.enter_context(self._locks.hold(session_id, discard_if=discard_if))
             except TimeoutError as exc:
                 raise LockTimeoutError(
                     f"session {session_id!r} in {self.directory}: {exc.strerror or exc}; "
@@ -71,8 +172,8 @@ class FileSystemBackend:
                 ) from exc
             except OSError as exc:
                 raise SessionWriteError(
-                    f"session {session_id!r} ({self.location(session_id)}): cannot open "
-                    f"lock file {self._locks.path_for(session_id)}: {exc.strerror or exc}; "
+                    f"session {session_id!r} ({self.location(session_id)}): cannot lock it: "
+                    f"{exc.strerror or exc} (lock file {self._locks.path_for(session_id)}); "
                     "nothing was changed",
                     session_id=session_id,
                     path=self.location(session_id),
@@ -98,15 +199,15 @@ class FileSystemBackend:
         try:
             info = os.fstat(fd)
             if not stat.S_ISREG(info.st_mode):
-                kind = _FILE_KINDS.get(stat.S_IFMT(info.st_mode), "not a regular file")
                 raise NotARegularFileError(
-                    f"session {session_id!r} in {path}: is {kind}, not a regular file",
+                    f"session {session_id!r} in {path}: is {describe_mode(info.st_mode)}, "
+                    "not a regular file",
                     session_id=session_id,
                     path=path,
                 )
             if info.st_size > max_bytes:
                 raise _too_large(session_id, path, info.st_size, max_bytes)
-            data = _read_at_most(fd, info.st_size, max_bytes)
+            data = read_at_most(fd, info.st_size, max_bytes)
         except OSError as exc:
             raise self._read_error(session_id, path, exc) from exc
         finally:
@@ -120,18 +221,35 @@ class FileSystemBackend:
         path = self.location(session_id)
         with self.lock(session_id):
             if if_match is not None:
-                current = self.read(session_id, max_bytes=2**63)
-                found = None if current is None else content_etag(current)
-                if found != if_match:
-                    raise ConflictError(
-                        f"session {session_id!r} in {path} changed since it was read "
-                        f"(expected etag {if_match}, found {found or 'no session'}); "
-                        "nothing written",
-                        session_id=session_id,
-                        path=path,
-                    )
+                self._check_etag(session_id, path, if_match)
             self._write(session_id, path, data)
         return content_etag(data)
+
+    def _check_etag(self, session_id: str, path: Path, if_match: str) -> None:
+        """Raise ``ConflictError`` unless the stored file has the etag ``if_match``.
+
+        Reads at most ``max_bytes`` of it: every etag this store hands out names a
+        document of at most that size, so a larger file cannot match and is not read.
+        """
+        try:
+            current = self.read(session_id, max_bytes=self.max_bytes)
+        except SessionTooLargeError as exc:
+            raise ConflictError(
+                f"session {session_id!r} in {path} is not the version that was read "
+                f"(expected etag {if_match}): the file is now {exc.size} bytes, over "
+                f"max_bytes of {self.max_bytes}, so it was not read; nothing written",
+                session_id=session_id,
+                path=path,
+            ) from exc
+        found = None if current is None else content_etag(current)
+        if found != if_match:
+            raise ConflictError(
+                f"session {session_id!r} in {path} changed since it was read "
+                f"(expected etag {if_match}, found {found or 'no session'}); "
+                "nothing written",
+                session_id=session_id,
+                path=path,
+            )
 
     def create(self, session_id: str, data: bytes) -> str:
         path = self.location(session_id)
@@ -169,7 +287,7 @@ class FileSystemBackend:
             except OSError as exc:
                 raise SessionDeleteError(
                     f"session {session_id!r} exists in {self.directory} but could not be "
-                    f"deleted: {exc}",
+                    f"deleted: {path}: {exc.strerror or exc}",
                     session_id=session_id,
                     path=path,
                     errno=exc.errno,
@@ -183,6 +301,17 @@ class FileSystemBackend:
             return False
         except OSError as exc:
             raise self._read_error(session_id, self.location(session_id), exc) from exc
+        return True
+
+    def _exists_quietly(self, session_id: str) -> bool:
+        # For deciding whether a lock file may go (after every write: a plain string
+        # path, no pathlib work). When in doubt, it stays.
+        try:
+            os.lstat(f"{self._path}/{session_id}{SUFFIX}")
+        except (FileNotFoundError, NotADirectoryError):
+            return False
+        except OSError:
+            return True
         return True
 
     def list_ids(self) -> list[str]:
@@ -228,8 +357,321 @@ class FileSystemBackend:
             errno=exc.errno,
         )
 
+    # -- maintenance: the folder as a whole ------------------------------------------
+
+    def scan(self) -> list[Entry]:
+        """Every name in the folder, sorted and classified by name. Opens no file.
+
+        Raises ``SessionReadError`` when the folder cannot be listed.
+        """
+        try:
+            names = os.listdir(self.directory)
+        except OSError as exc:
+            raise SessionReadError(
+                f"cannot read the folder {self.directory}: {exc.strerror or exc}",
+                path=self.directory,
+                errno=exc.errno,
+            ) from exc
+        return [classify_name(name) for name in sorted(names)]
+
+    def stat_entry(self, name: str) -> os.stat_result | None:
+        """``lstat`` of ``name`` in the folder (links not followed); None if it is gone.
+
+        Raises ``SessionReadError``.
+        """
+        path = self.directory / name
+        try:
+            return os.lstat(path)
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            raise SessionReadError(
+                f"cannot read {path}: {exc.strerror or exc}", path=path, errno=exc.errno
+            ) from exc
+
+    def private_folder_problems(self) -> list[tuple[Path, str]]:
+        """``(path, what is wrong)`` for ``.locks`` or ``.quarantine`` when either is
+        something other than a real folder (a symbolic link, a file). The store
+        refuses to use them then; they are never followed or changed."""
+        problems = []
+        for name in (LOCK_DIR_NAME, QUARANTINE_DIR_NAME):
+            info = self.stat_entry(name)
+            if info is not None and not stat.S_ISDIR(info.st_mode):
+                problems.append(
+                    (
+                        self.directory / name,
+                        f"is {describe_mode(info.st_mode)}, not a folder; sessionstore never "
+                        "follows or uses it: remove it (the store creates a real folder "
+                        "again when it needs one)",
+                    )
+                )
+        return problems
+
+    def lock_files(self) -> list[str]:
+        """Sorted ids whose regular lock file is in ``.locks`` (``[]`` when there is no
+        ``.locks``). Other entries there are not the store's and are left out.
+
+        Raises ``SessionReadError``, also when ``.locks`` is a link or not a folder.
+        """
+        try:
+            dir_fd = open_folder(self.directory / LOCK_DIR_NAME)
+        except FileNotFoundError:
+            return []
+        except OSError as exc:
+            raise SessionReadError(
+                f"cannot read the lock folder {self.directory / LOCK_DIR_NAME}: "
+                f"{exc.strerror or exc}",
+                path=self.directory / LOCK_DIR_NAME,
+                errno=exc.errno,
+            ) from exc
+        try:
+            ids = []
+            for name in sorted(os.listdir(dir_fd)):
+                stem = name[: -len(LOCK_SUFFIX)]
+                if not name.endswith(LOCK_SUFFIX) or not SESSION_FILE_NAME.fullmatch(stem + SUFFIX):
+                    continue
+                info = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+                if stat.S_ISREG(info.st_mode):
+                    ids.append(stem)
+            return ids
+        except OSError as exc:
+            raise SessionReadError(
+                f"cannot read the lock folder {self.directory / LOCK_DIR_NAME}: "
+                f"{exc.strerror or exc}",
+                path=self.directory / LOCK_DIR_NAME,
+                errno=exc.errno,
+            ) from exc
+        finally:
+            os.close(dir_fd)
+
+    def sync(self) -> None:
+        """Flush the folder, making earlier renames durable (see ``rewrite``).
+
+        Raises ``SessionWriteError``.
+        """
+        if not self.durable:
+            return
+        try:
+            fd = os.open(self.directory, _DIR_FLAGS)
+            try:
+                full_fsync(fd)
+            finally:
+                os.close(fd)
+        except OSError as exc:
+            raise SessionWriteError(
+                f"could not flush the folder {self.directory}: {exc.strerror or exc}; the "
+                "files rewritten since the last flush may not survive a crash",
+                path=self.directory,
+                errno=exc.errno,
+            ) from exc
+
+    # -- maintenance: destructive steps, each under the session's lock ---------------
+
+    def rewrite(
+        self,
+        session_id: str,
+        transform: Callable[[bytes], bytes | None],
+        *,
+        before_write: Callable[[bytes], None] | None = None,
+    ) -> bool:
+        """Under the session's lock, re-read its file and replace it with
+        ``transform(current bytes)``; True when rewritten.
+
+        Nothing is written when the file is gone or ``transform`` returns None.
+        ``before_write(old bytes)`` runs first (a backup). The rename is not flushed
+        here: call ``sync`` before reporting the rewrite as done (a batch of
+        rewrites shares one flush). Raises ``SessionWriteError`` (the old file is
+        intact), ``LockTimeoutError`` and the read errors of ``read``.
+        """
+        path = self.location(session_id)
+        with self.lock(session_id):
+            current = self.read(session_id, max_bytes=self.max_bytes)
+            if current is None:
+                return False
+            new = transform(current)
+            if new is None:
+                return False
+            if before_write is not None:
+                before_write(current)
+            try:
+                write_atomic(
+                    self.directory, path.name, new, durable=self.durable, sync_directory=False
+                )
+            except OSError as exc:
+                raise SessionWriteError(
+                    f"session {session_id!r}: could not rewrite {path}: "
+                    f"{exc.strerror or exc}; the old file is intact",
+                    session_id=session_id,
+                    path=path,
+                    errno=exc.errno,
+                ) from exc
+        return True
+
+    def quarantine(
+        self,
+        session_id: str,
+        is_damaged: Callable[[bytes], bool],
+        *,
+        clock: Callable[[], float] = time.time,
+    ) -> Path | None:
+        """Move the session's file into ``.quarantine/`` if, re-read under the session's
+        lock, it is still a regular file of at most ``max_bytes`` and ``is_damaged``
+        says so; return where it went, or None when it was left in place.
+
+        The file keeps its bytes; its new name is ``<id>.json.<UTC time>``. Both
+        folders are flushed before this returns. A link or a non-folder at
+        ``.quarantine`` is refused, never followed. Raises ``SessionWriteError``
+        and ``LockTimeoutError``.
+        """
+        name = f"{session_id}{SUFFIX}"
+        path = self.directory / name
+        with self.lock(session_id), self._folder_fd(session_id, "quarantine") as dir_fd:
+            try:
+                fd = os.open(name, _READ_FLAGS, dir_fd=dir_fd)
+            except OSError as exc:
+                if exc.errno in (errno.ENOENT, errno.ELOOP, errno.EISDIR, errno.ENXIO):
+                    return None  # gone, or not a file of ours to move
+                raise self._maintenance_error(session_id, "quarantine", path, exc) from exc
+            try:
+                info = os.fstat(fd)
+                if not stat.S_ISREG(info.st_mode) or info.st_size > self.max_bytes:
+                    return None  # not a file, or too large to judge: never "damaged"
+                data = read_at_most(fd, info.st_size, self.max_bytes)
+            except OSError as exc:
+                raise self._maintenance_error(session_id, "quarantine", path, exc) from exc
+            finally:
+                os.close(fd)
+            if len(data) > self.max_bytes or not is_damaged(data):
+                return None
+            try:
+                with self._open_private(QUARANTINE_DIR_NAME, dir_fd) as target_fd:
+                    if not _same_file(name, dir_fd, info):
+                        return None
+                    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(clock()))
+                    target = _free_name(f"{name}.{stamp}", target_fd)
+                    os.rename(name, target, src_dir_fd=dir_fd, dst_dir_fd=target_fd)
+                    if self.durable:
+                        # The new name first, then the removal of the old one: a
+                        # crash in between leaves the file in both places, never in none.
+                        full_fsync(target_fd)
+                        full_fsync(dir_fd)
+            except OSError as exc:
+                raise self._maintenance_error(session_id, "quarantine", path, exc) from exc
+        return self.directory / QUARANTINE_DIR_NAME / target
+
+    def remove_temp(self, name: str, *, modified_before: float) -> bool:
+        """Remove the temp file ``name`` of an interrupted save; True when removed.
+
+        Only a name of the store's own temp pattern for a valid id, only a regular
+        file, only if last modified at or before ``modified_before`` (seconds since the
+        epoch), checked under that session's lock (a save in progress holds it).
+        Raises ``SessionWriteError`` and ``LockTimeoutError``.
+        """
+        entry = classify_name(name)
+        if entry.kind != TEMP or entry.session_id is None:
+            return False
+        session_id = entry.session_id
+        with self.lock(session_id), self._folder_fd(session_id, "remove") as dir_fd:
+            try:
+                info = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+                if not stat.S_ISREG(info.st_mode) or info.st_mtime > modified_before:
+                    return False
+                os.unlink(name, dir_fd=dir_fd)
+                if self.durable:
+                    full_fsync(dir_fd)
+            except FileNotFoundError:
+                return False
+            except OSError as exc:
+                raise self._maintenance_error(
+                    session_id, "remove", self.directory / name, exc
+                ) from exc
+        return True
+
+    def remove_lock_file(self, session_id: str) -> bool:
+        """Remove the lock file of a session that has no file; True when removed.
+
+        Taken under that lock, like every removal of a lock file, so a writer never
+        holds a lock on a removed file. Raises ``SessionWriteError`` and
+        ``LockTimeoutError``.
+        """
+        removed: list[bool] = []
+
+        def absent() -> bool:
+            removed.append(not self._exists_quietly(session_id))
+            return removed[-1]
+
+        with self._hold(session_id, discard_if=absent):
+            pass
+        return bool(removed and removed[0])
+
+    @contextmanager
+    def _folder_fd(self, session_id: str, action: str) -> Iterator[int]:
+        try:
+            fd = os.open(self.directory, _DIR_FLAGS)
+        except OSError as exc:
+            raise self._maintenance_error(session_id, action, self.directory, exc) from exc
+        try:
+            yield fd
+        finally:
+            os.close(fd)
+
+    @contextmanager
+    def _open_private(self, name: str, dir_fd: int) -> Iterator[int]:
+        fd = open_folder(name, dir_fd=dir_fd, create=True, durable=self.durable)
+        try:
+            yield fd
+        finally:
+            os.close(fd)
+
+    def _maintenance_error(
+        self, session_id: str, action: str, path: Path, exc: OSError
+    ) -> SessionWriteError:
+        return SessionWriteError(
+            f"session {session_id!r}: could not {action} {path}: {exc.strerror or exc}; "
+            "it was left as it was",
+            session_id=session_id,
+            path=path,
+            errno=exc.errno,
+        )
+
     def __repr__(self) -> str:
         return f"FileSystemBackend({str(self.directory)!r}, durable={self.durable})"
+
+
+def classify_name(name: str) -> Entry:
+    """The kind of the folder entry ``name`` (see ``Entry``), from its name alone."""
+    match = SESSION_FILE_NAME.fullmatch(name)
+    if match:
+        return Entry(name, SESSION, match[1])
+    if name.endswith(SUFFIX):
+        return Entry(name, INVALID_NAME)
+    temp = TEMP_NAME.fullmatch(name)
+    if temp:
+        target = SESSION_FILE_NAME.fullmatch(temp["target"])
+        if target:
+            return Entry(name, TEMP, target[1])
+    return Entry(name, OTHER)
+
+
+def _same_file(name: str, dir_fd: int, seen: os.stat_result) -> bool:
+    try:
+        now = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+    except FileNotFoundError:
+        return False
+    return (now.st_dev, now.st_ino) == (seen.st_dev, seen.st_ino)
+
+
+def _free_name(base: str, dir_fd: int) -> str:
+    # Only a holder of the session's lock moves its file here, so no one else can
+    # take the name between this check and the rename.
+    target, counter = base, 0
+    while True:
+        try:
+            os.stat(target, dir_fd=dir_fd, follow_symlinks=False)
+        except FileNotFoundError:
+            return target
+        counter += 1
+        target = f"{base}.{counter}"
 
 
 def _too_large(session_id: str, path: Path, size: int, max_bytes: int) -> SessionTooLargeError:
@@ -241,19 +683,3 @@ def _too_large(session_id: str, path: Path, size: int, max_bytes: int) -> Sessio
         size=size,
         max_bytes=max_bytes,
     )
-
-
-def _read_at_most(fd: int, expected: int, max_bytes: int) -> bytes:
-    """Read to end of file, but never more than ``max_bytes + 1`` bytes."""
-    limit = max_bytes + 1
-    chunks = []
-    total = 0
-    want = min(expected + 1, limit)
-    while total < limit:
-        chunk = os.read(fd, want)
-        if not chunk:
-            break
-        chunks.append(chunk)
-        total += len(chunk)
-        want = min(1 << 20, limit - total)
-    return chunks[0] if len(chunks) == 1 else b"".join(chunks)

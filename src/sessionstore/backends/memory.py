@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import threading
+import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -11,14 +13,43 @@ from sessionstore.errors import ConflictError, SessionTooLargeError
 
 __all__ = ["MemoryBackend"]
 
+_instances: weakref.WeakSet[MemoryBackend] = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    # A thread of the parent may have held a session's lock at the fork: that
+    # thread does not exist here, so its locks would never be released.
+    for backend in list(_instances):
+        backend._reset_locks()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+class _Slot:
+    __slots__ = ("lock", "users")
+
+    def __init__(self) -> None:
+        self.lock = threading.RLock()
+        self.users = 0
+
 
 class MemoryBackend:
-    """Documents held in this process's memory; lost when it exits. Thread-safe."""
+    """Documents held in this process's memory; lost when it exits. Thread-safe.
+
+    Keeps the write contract of ``sessionstore.backends.base`` within the process:
+    one re-entrant lock per session, taken by every write, waited for without bound.
+    """
 
     def __init__(self, name: str = "memory") -> None:
         self.name = name
         self._documents: dict[str, bytes] = {}
-        self._lock = threading.RLock()
+        self._reset_locks()
+        _instances.add(self)
+
+    def _reset_locks(self) -> None:
+        self._guard = threading.Lock()
+        self._slots: dict[str, _Slot] = {}
 
     @property
     def description(self) -> str:
@@ -28,9 +59,21 @@ class MemoryBackend:
         return f"<{self.name}>/{session_id}"
 
     @contextmanager
-    def lock(self, session_id: str) -> Iterator[None]:  # noqa: ARG002  # one lock for all ids
-        with self._lock:
-            yield
+    def lock(self, session_id: str) -> Iterator[None]:
+        with self._guard:
+            slot = self._slots.get(session_id)
+            if slot is None:
+                slot = self._slots[session_id] = _Slot()
+            slot.users += 1
+            slots = self._slots
+        try:
+            with slot.lock:
+                yield
+        finally:
+            with self._guard:
+                slot.users -= 1
+                if slot.users == 0 and slots.get(session_id) is slot:
+                    del slots[session_id]
 
     def read(self, session_id: str, *, max_bytes: int) -> bytes | None:
         data = self._documents.get(session_id)
@@ -46,7 +89,7 @@ class MemoryBackend:
         return data
 
     def write(self, session_id: str, data: bytes, *, if_match: str | None = None) -> str:
-        with self._lock:
+        with self.lock(session_id):
             if if_match is not None:
                 current = self._documents.get(session_id)
                 found = None if current is None else content_etag(current)
@@ -62,7 +105,7 @@ class MemoryBackend:
         return content_etag(data)
 
     def create(self, session_id: str, data: bytes) -> str:
-        with self._lock:
+        with self.lock(session_id):
             if session_id in self._documents:
                 raise ConflictError(
                     f"session {session_id!r} already exists in {self.location(session_id)}; "
@@ -74,15 +117,15 @@ class MemoryBackend:
         return content_etag(data)
 
     def delete(self, session_id: str) -> bool:
-        with self._lock:
+        with self.lock(session_id):
             return self._documents.pop(session_id, None) is not None
 
     def exists(self, session_id: str) -> bool:
         return session_id in self._documents
 
     def list_ids(self) -> list[str]:
-        with self._lock:
-            return sorted(self._documents)
+        # Copying a dict of str keys is one step under the GIL: no lock needed.
+        return sorted(self._documents.copy())
 
     def __repr__(self) -> str:
         return f"MemoryBackend({self.name!r})"
