@@ -17,7 +17,6 @@ from __future__ import annotations
 import contextlib
 import copy
 import dataclasses
-import errno
 import importlib.util
 import io
 import os
@@ -43,7 +42,6 @@ from sessionstore import (
     SchemaVersionError,
     SessionDeleteError,
     SessionNotFoundError,
-    SessionReadError,
 )
 from sessionstore.models import SEED_FIELDS
 from sessionstore.testing.strategies import session_ids
@@ -429,7 +427,7 @@ CAUGHT: dict[str, tuple[type[BaseException], ...]] = {
 
 @dataclasses.dataclass(frozen=True)
 class Pending:
-    """An error that escapes an application path today, pending the lead's decision."""
+    """An error that escapes an application path by design."""
 
     kind: type[BaseException]
     why: str
@@ -438,22 +436,17 @@ class Pending:
 
 PENDING_ESCAPES: dict[str, list[Pending]] = {
     "load": [
-        Pending(InvalidSessionIdError, "an id the store cannot hold ('../x', '', NUL, 300 chars)"),
         Pending(CorruptSessionError, "the file is there but is no session (bad JSON, fields)"),
         Pending(SchemaVersionError, "the file was written by a newer sessionstore"),
-        Pending(NotARegularFileError, "a link, folder or FIFO at <id>.json"),
-        Pending(
-            SessionReadError,
-            "a Unix socket at <id>.json: open() fails with ENXIO, which the file backend "
-            "reports as a read error, not as NotARegularFileError like a FIFO",
-            lambda exc: getattr(exc, "errno", None) == errno.ENXIO,
-        ),
+        Pending(NotARegularFileError, "a link, folder, FIFO or socket at <id>.json"),
     ],
 }
-"""Errors that escape the application's load path today. All but the last are
-``ValueError``s, as the original's ``json.JSONDecodeError`` was. Reported to the lead
-(issue 12), who decides whether the library or this list changes;
-``test_each_pending_escape_still_escapes`` keeps the list true."""
+"""Errors that escape the application's load path by design: a file that is there but
+damaged, newer or not a file is not "not found" (an application that starts a new
+session on "not found" would overwrite it). All are ``ValueError``s, as the original's
+``json.JSONDecodeError`` was, and the original escaped (or hung) on every one of these
+files too. An id no session can have is "not found" (``InvalidSessionIdLoadError``), as
+it was in the original. ``test_each_pending_escape_still_escapes`` keeps the list true."""
 
 
 SPECIAL_IDS = [
@@ -680,19 +673,31 @@ def test_the_application_paths_let_nothing_else_escape_for_any_id_or_file(
         assert {path.name: path.read_bytes() for path in outside.iterdir()} == before
 
 
+def test_a_socket_at_the_file_name_is_not_a_regular_file(tmp_path: Path) -> None:
+    # open() of a socket fails with ENXIO; it was reported as a read error.
+    with _bound_socket(os.fsencode(tmp_path / "sock.json")):
+        pass
+    with pytest.raises(NotARegularFileError, match="socket"):
+        sessionstore.load_session("sock", tmp_path)
+
+
+def test_an_id_no_session_can_have_is_not_found_on_load(tmp_path: Path) -> None:
+    for session_id in ("../x", "", "my.session", "a" * 300):
+        with pytest.raises(sessionstore.SessionNotFoundError) as caught:
+            sessionstore.load_session(session_id, tmp_path)
+        assert isinstance(caught.value, InvalidSessionIdError)
+        assert sessionstore.session_exists(session_id, tmp_path) is False
+
+
 def test_each_pending_escape_still_escapes(tmp_path: Path) -> None:
     """When the library stops raising one of them, drop it from ``PENDING_ESCAPES``."""
     (tmp_path / "bad.json").write_bytes(b"not json")
     (tmp_path / "new.json").write_bytes(b'{"schema_version": 99, "session_id": "new"}')
     (tmp_path / "dir.json").mkdir()
-    with _bound_socket(os.fsencode(tmp_path / "sock.json")):
-        pass
     examples = {
-        InvalidSessionIdError: "../x",
         CorruptSessionError: "bad",
         SchemaVersionError: "new",
         NotARegularFileError: "dir",
-        SessionReadError: "sock",
     }
     assert list(examples) == [pending.kind for pending in PENDING_ESCAPES["load"]]
     for pending in PENDING_ESCAPES["load"]:

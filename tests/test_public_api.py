@@ -31,6 +31,7 @@ PUBLIC = SEED_API | {
     "DEFAULT_MAX_BYTES",
     "InvalidSessionIdDeleteError",
     "InvalidSessionIdError",
+    "InvalidSessionIdLoadError",
     "LockTimeoutError",
     "MemorySessionStore",
     "NotARegularFileError",

@@ -7,6 +7,7 @@ keeps working. The tree keeps apart what a caller acts on differently::
     SessionStoreError(Exception)
     ├── SessionNotFoundError(KeyError)        no such session
     ├── InvalidSessionIdError(ValueError)     refused before any storage call
+    │   ├── InvalidSessionIdLoadError         ... on a load (also a SessionNotFoundError)
     │   └── InvalidSessionIdDeleteError       ... on the delete path (also a SessionDeleteError)
     ├── CorruptSessionError(ValueError)       the stored bytes are damaged
     ├── SchemaVersionError(ValueError)        written by a newer sessionstore: data, not damage
@@ -38,6 +39,7 @@ __all__ = [
     "CorruptSessionError",
     "InvalidSessionIdDeleteError",
     "InvalidSessionIdError",
+    "InvalidSessionIdLoadError",
     "LockTimeoutError",
     "NotARegularFileError",
     "SchemaVersionError",
@@ -302,3 +304,15 @@ class InvalidSessionIdDeleteError(InvalidSessionIdError, SessionDeleteError):
         errno: int | None = None,
     ) -> None:
         SessionDeleteError.__init__(self, message, session_id=session_id, path=path, errno=errno)
+
+
+class InvalidSessionIdLoadError(InvalidSessionIdError, SessionNotFoundError):
+    """A load was given an id the store cannot hold, so no session can exist under it.
+
+    Both an ``InvalidSessionIdError`` (a ``ValueError``) and a
+    ``SessionNotFoundError`` (a ``KeyError``), so the original module's callers,
+    who catch ``SessionNotFoundError`` around a load, handle it as "not found" as
+    the original did for such ids.
+    """
+
+    __str__ = SessionStoreError.__str__

@@ -20,6 +20,8 @@ from sessionstore.backends.memory import MemoryBackend
 from sessionstore.codec import decode, encode
 from sessionstore.errors import (
     InvalidSessionIdDeleteError,
+    InvalidSessionIdError,
+    InvalidSessionIdLoadError,
     SessionDeleteError,
     SessionNotFoundError,
     SessionStoreError,
@@ -102,9 +104,10 @@ class BackendSessionStore:
     def load(self, session_id: str) -> StoredSession:
         """Return the stored session, migrated in memory to the current schema version.
 
-        Never writes. Raises ``SessionNotFoundError``, ``InvalidSessionIdError``,
-        ``CorruptSessionError`` (``SchemaVersionError`` for a newer version) or
-        ``SessionReadError``.
+        Never writes. Raises ``SessionNotFoundError`` (``InvalidSessionIdLoadError``,
+        also an ``InvalidSessionIdError``, for an id no session can have),
+        ``CorruptSessionError`` (damaged), ``SchemaVersionError`` (newer),
+        ``SessionTooLargeError`` / ``NotARegularFileError`` (refused) or ``SessionReadError``.
         """
         # No etag here: digesting the bytes costs more than decoding them.
         return self._load_bytes(session_id)[0]
@@ -115,7 +118,7 @@ class BackendSessionStore:
         return session, content_etag(data)
 
     def _load_bytes(self, session_id: str) -> tuple[StoredSession, bytes]:
-        validate_session_id(session_id)
+        validate_session_id(session_id, error=InvalidSessionIdLoadError)
         data = self._read(session_id)
         session = decode(data, session_id=session_id, path=self.backend.location(session_id))
         return session, data
@@ -372,7 +375,8 @@ def save_session(session: StoredSession, directory: str | os.PathLike[str] | Non
 
 def load_session(session_id: str, directory: str | os.PathLike[str] | None = None) -> StoredSession:
     """Load a session, migrating older versions in memory. Raises ``SessionNotFoundError``
-    (a ``KeyError``), ``InvalidSessionIdError`` or ``CorruptSessionError``."""
+    (a ``KeyError``; also for an id no session can have, as the original did) and the
+    errors of ``SessionStore.load`` for files that are there but not usable."""
     return _store(directory).load(session_id)
 
 
@@ -382,8 +386,15 @@ def list_sessions(directory: str | os.PathLike[str] | None = None) -> list[str]:
 
 
 def session_exists(session_id: str, directory: str | os.PathLike[str] | None = None) -> bool:
-    """True if a session file exists. Raises ``InvalidSessionIdError`` for a bad id."""
-    return _store(directory).exists(session_id)
+    """True if a session file exists; False for an id no session can have.
+
+    As the original promised, it does not raise for a bad id (``SessionStore.exists``
+    does: an explicit API refuses what it cannot hold).
+    """
+    try:
+        return _store(directory).exists(session_id)
+    except InvalidSessionIdError:
+        return False
 
 
 def delete_session(session_id: str, directory: str | os.PathLike[str] | None = None) -> bool:

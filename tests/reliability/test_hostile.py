@@ -132,9 +132,15 @@ def _operations(folder: Path) -> list[tuple[str, Callable[[Any], object]]]:
         ("append_messages", lambda i: store.append_messages(i, ["m"])),
         ("save_session", lambda i: save_session(session(i), folder)),
         ("load_session", lambda i: load_session(i, folder)),
-        ("session_exists", lambda i: session_exists(i, folder)),
+        # The original promised session_exists never raises: False, still untouched.
+        ("session_exists", lambda i: _refused_as_absent(session_exists(i, folder))),
         ("delete_session", lambda i: delete_session(i, folder)),
     ]
+
+
+def _refused_as_absent(exists: bool) -> None:
+    assert exists is False
+    raise InvalidSessionIdError("invalid session id: session_exists said False")
 
 
 @pytest.mark.parametrize("bad_id", HOSTILE_IDS, ids=[repr(i)[:40] for i in HOSTILE_IDS])

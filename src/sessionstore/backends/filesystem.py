@@ -195,6 +195,13 @@ class FileSystemBackend:
                     session_id=session_id,
                     path=path,
                 ) from None
+            if exc.errno == errno.ENXIO:
+                # open() of a Unix socket fails with ENXIO before fstat could tell.
+                raise NotARegularFileError(
+                    f"session {session_id!r} in {path}: is a socket, not a regular file",
+                    session_id=session_id,
+                    path=path,
+                ) from None
             raise self._read_error(session_id, path, exc) from exc
         try:
             info = os.fstat(fd)
