@@ -186,13 +186,14 @@ def test_invalid_ids_are_refused_before_any_filesystem_call(
         lambda: store.append_messages(bad_id, ["m"]),
         lambda: store.update(bad_id, lambda s: s),
         lambda: load_session(bad_id, store.directory),
-        lambda: session_exists(bad_id, store.directory),
         lambda: delete_session(bad_id, store.directory),
         lambda: save_session(replace(make(), session_id=bad_id), store.directory),
     ]
     for operation in operations:
         with pytest.raises(InvalidSessionIdError):
             operation()
+    # The original promised session_exists never raises: no session can have the id.
+    assert session_exists(bad_id, store.directory) is False
     assert fs_calls == []
 
 
