@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+import time
 import uuid
+from collections.abc import Callable
 from typing import Any, TypeVar
 from unittest import mock
 
@@ -66,6 +68,30 @@ def terminate(name: str) -> int:
         for pid in pids:
             conn.execute("SELECT pg_terminate_backend(%s, 10000)", [pid])
     return len(pids)
+
+
+def waiting_for_locks(name: str) -> int:
+    """How many connections named ``name`` wait for an advisory lock right now."""
+    import psycopg  # noqa: PLC0415
+
+    with psycopg.connect(DSN, autocommit=True) as conn:
+        row = conn.execute(
+            "SELECT count(*) FROM pg_locks l JOIN pg_stat_activity a USING (pid)"
+            " WHERE a.application_name = %s AND l.locktype = 'advisory' AND NOT l.granted",
+            [name],
+        ).fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+def wait_until(condition: Callable[[], bool], what: str, *, limit: float = 30.0) -> None:
+    """Return once ``condition()`` holds (polling the server's state); fail after ``limit``
+    seconds, so a test that waits for something that never happens fails, not hangs."""
+    end = time.monotonic() + limit
+    while not condition():
+        if time.monotonic() > end:
+            pytest.fail(f"gave up after {limit} s waiting for {what}")
+        time.sleep(0.01)
 
 
 def postgres_subject() -> StoreUnderTest:

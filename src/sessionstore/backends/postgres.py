@@ -208,6 +208,10 @@ _IDENTITY = sql.SQL(
 )
 
 
+_BEGIN = sql.SQL("BEGIN")
+_COMMIT = sql.SQL("COMMIT")
+
+
 def _milliseconds(seconds: float | None) -> str:
     """A PostgreSQL timeout setting: "0" (none) for None, else at least 1 ms."""
     return "0" if seconds is None else str(max(1, round(seconds * 1000)))
@@ -313,11 +317,11 @@ class PostgresBackend:
                 self._exchange(conn, self._lock_answer, SessionWriteError, action, None),
                 conn.pipeline(),
             ):
-                conn.execute(sql.SQL("BEGIN"))
+                conn.execute(_BEGIN)
                 conn.execute(self._set_timeouts, self._timeouts)
                 conn.execute(sql.SQL("SELECT pg_advisory_xact_lock(%s)"), [_SETUP_KEY])
                 conn.execute(create)
-                commit = conn.execute(sql.SQL("COMMIT"))
+                commit = conn.execute(_COMMIT)
             self._check_committed(commit, action, None)
         finally:
             self._source.put(conn)
@@ -361,7 +365,7 @@ class PostgresBackend:
                 self._exchange(conn, self._lock_answer, SessionWriteError, "lock", session_id),
                 conn.pipeline(),
             ):
-                conn.execute(sql.SQL("BEGIN"))
+                conn.execute(_BEGIN)
                 self._queue_lock(conn, session_id)
                 identity = _identities.get(conn)
                 asked = None if identity is not None else conn.execute(_IDENTITY)
@@ -402,7 +406,7 @@ class PostgresBackend:
             with self._exchange(
                 conn, self._answer, SessionWriteError, "commit", session_id, commit_sent=True
             ):
-                commit = conn.execute(sql.SQL("COMMIT"))
+                commit = conn.execute(_COMMIT)
             self._check_committed(commit, "commit", session_id)
         finally:
             self._source.put(conn)
@@ -556,10 +560,10 @@ class PostgresBackend:
                 ),
                 conn.pipeline(),
             ):
-                conn.execute(sql.SQL("BEGIN"))
+                conn.execute(_BEGIN)
                 self._queue_lock(conn, session_id)
                 cursor = conn.execute(statement, params)
-                commit = conn.execute(sql.SQL("COMMIT"))
+                commit = conn.execute(_COMMIT)
             self._check_committed(commit, action, session_id)
         finally:
             self._source.put(conn)

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import heapq
 import itertools
+import logging
 import os
 import re
 import socket
@@ -45,6 +46,12 @@ __all__ = [
 ]
 
 Connection = psycopg.Connection[Any]
+
+# psycopg_pool logs what goes wrong with connections (at WARNING) on this logger; the
+# store reports the same problems as exceptions. Without a handler of its own, Python's
+# last-resort handler would print those lines on stderr (the CLI's one-line errors
+# included); applications that configure logging still get them.
+logging.getLogger("psycopg.pool").addHandler(logging.NullHandler())
 
 _SLICE = 0.2
 """Seconds a caller waits on the pool at a time, so that a failed connection attempt
@@ -298,6 +305,10 @@ class ConnectionSource:
                     f"no connection to {self.description}: {scrub(str(exc), self.secrets)}"
                 ) from None
             else:
+                if not conn.autocommit:
+                    # A lent pool's connection: the backend runs its own transactions.
+                    conn.autocommit = True
+                    _lent_manual.add(conn)
                 return conn
 
     def put(self, conn: Connection) -> None:
@@ -308,6 +319,10 @@ class ConnectionSource:
                     conn.rollback()
             except psycopg.Error:
                 conn.close()
+        if conn in _lent_manual:
+            _lent_manual.discard(conn)
+            if not conn.closed:
+                conn.autocommit = False  # as the lender configured it
         pool = self._pool
         if pool is None:  # closed meanwhile
             conn.close()
@@ -393,11 +408,15 @@ class ConnectionSource:
         if failure is not None:
             return f"cannot connect to {self.description}: {failure[1]}"
         if self.lent:
-            return f"no connection from the given pool within {self.timeout} s"
-        return (
-            f"no free connection to {self.description} within {self.timeout} s "
-            f"(all {self._max_size} connections of the store are in use; raise max_size)"
+            return f"no connection from the given pool within {self.timeout:g} s"
+        pool = self._pool
+        busy = pool is not None and pool.get_stats().get("pool_size", 0) >= self._max_size
+        why = (
+            f"all {self._max_size} connections of the store are in use; raise max_size"
+            if busy
+            else "the server did not answer, or its connections failed their check"
         )
+        return f"no connection to {self.description} within {self.timeout:g} s ({why})"
 
     def _connect_failed(self, exc: BaseException) -> None:
         reason = scrub(str(exc).strip() or type(exc).__name__, self.secrets)
@@ -438,6 +457,8 @@ def _recording_class(source: ConnectionSource) -> type[Connection]:
 
 
 _SOURCES: weakref.WeakSet[ConnectionSource] = weakref.WeakSet()
+_lent_manual: weakref.WeakSet[Connection] = weakref.WeakSet()
+"""Connections of lent pools that were not in autocommit mode: restored when put back."""
 _ABANDONED: list[ConnectionPool[Any]] = []
 
 
