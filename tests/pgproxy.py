@@ -7,7 +7,8 @@
   then on is dropped and the client's side is closed (``then="close"``) or left
   hanging (``then="hang"``): the reply to a commit that landed is lost. The
   server's side stays open until the proxy closes, so the commit is processed;
-- ``delay``: seconds added before each chunk the server sends (to count round trips).
+- ``delay``: seconds each chunk the server sends takes to arrive (a long wire, to
+  count round trips: an operation takes about ``delay`` times its round trips).
 
 The server is never touched: only the proxy's own sockets are closed. Connections go
 through it unencrypted (``sslmode=disable``) so that the proxy can see the messages.
@@ -16,6 +17,7 @@ through it unencrypted (``sslmode=disable``) so that the proxy can see the messa
 from __future__ import annotations
 
 import contextlib
+import queue
 import socket
 import threading
 import time
@@ -33,6 +35,7 @@ class _Link:
         self.client = client
         self.server = server
         self.replies_lost = False
+        self.late: queue.SimpleQueue[tuple[float, bytes]] = queue.SimpleQueue()
 
     def close_client(self) -> None:
         with contextlib.suppress(OSError):
@@ -120,13 +123,16 @@ class Proxy:
             except OSError:
                 client.close()
                 continue
+            for sock in (client, server):
+                # As libpq does: no Nagle delay on small messages.
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             link = _Link(client, server)
             with self._mutex:
                 if self._closed:
                     link.close()
                     return
                 self._links.append(link)
-            for target in (self._to_server, self._to_client):
+            for target in (self._to_server, self._to_client, self._deliver_late):
                 threading.Thread(target=target, args=(link,), daemon=True).start()
 
     def _to_server(self, link: _Link) -> None:
@@ -158,10 +164,23 @@ class Proxy:
             if not forwarding:
                 continue
             if self.delay:
-                time.sleep(self.delay)  # a slow network, for round-trip counts only
+                link.late.put((time.monotonic() + self.delay, data))
+                continue
             if not self._send(link.client, data):
                 break
+        link.late.put((0.0, b""))
         link.close()
+
+    def _deliver_late(self, link: _Link) -> None:
+        """A delay line: each chunk reaches the client ``delay`` after it left the
+        server, and chunks sent back to back arrive back to back (a long wire)."""
+        while True:
+            due, data = link.late.get()
+            if not data:
+                return
+            time.sleep(max(0.0, due - time.monotonic()))
+            if not self._send(link.client, data):
+                return
 
     @staticmethod
     def _recv(sock: socket.socket) -> bytes:
