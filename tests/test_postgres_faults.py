@@ -49,6 +49,7 @@ from sessionstore import (
     TransientDeleteError,
     TransientError,
 )
+from sessionstore.backends import postgres as postgres_backend
 from sessionstore.backends.base import content_etag
 from sessionstore.cli import main
 from sessionstore.codec import encode
@@ -151,6 +152,24 @@ def test_every_write_waits_for_the_session_lock(table: str, write: str) -> None:
                 in_thread(lambda: run(other, etag))
             assert holder.load("s1") == _session("s1", "a")  # nothing got through
         run(other, etag)  # and once the lock is free, the write goes through
+
+
+def test_without_pipeline_mode_the_contract_holds(
+    table: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With a libpq older than 14 (no pipeline mode) the same statements go one by one."""
+    monkeypatch.setattr(postgres_backend, "_PIPELINES", False)
+    with (
+        PostgresSessionStore(DSN, table=table) as holder,
+        PostgresSessionStore(DSN, table=table, lock_timeout=0.2) as other,
+    ):
+        holder.setup()
+        for session_id, run in _WRITES.values():
+            etag = holder.save(_session("s1", "a"))
+            holder.delete("new")
+            with holder.backend.lock(session_id), pytest.raises(TransientError):
+                in_thread(lambda: run(other, etag))  # noqa: B023  # called at once
+            run(other, etag)  # and goes through once the lock is free
 
 
 def test_update_reads_the_session_only_once_it_holds_the_lock(table: str, app: str) -> None:

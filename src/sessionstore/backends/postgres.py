@@ -50,7 +50,7 @@ import re
 import threading
 import weakref
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import orjson
@@ -212,6 +212,16 @@ _BEGIN = sql.SQL("BEGIN")
 _COMMIT = sql.SQL("COMMIT")
 
 
+def _batch(conn: Connection) -> AbstractContextManager[object]:
+    """Pipeline mode (the statements of the block travel together, one round trip),
+    where libpq has it (14 and later; the binary package ships a recent one);
+    else the same statements one round trip each."""
+    return conn.pipeline() if _PIPELINES else nullcontext()
+
+
+_PIPELINES = psycopg.Pipeline.is_supported()
+
+
 def _milliseconds(seconds: float | None) -> str:
     """A PostgreSQL timeout setting: "0" (none) for None, else at least 1 ms."""
     return "0" if seconds is None else str(max(1, round(seconds * 1000)))
@@ -315,7 +325,7 @@ class PostgresBackend:
             # an advisory lock serializes the setups.
             with (
                 self._exchange(conn, self._lock_answer, SessionWriteError, action, None),
-                conn.pipeline(),
+                _batch(conn),
             ):
                 conn.execute(_BEGIN)
                 conn.execute(self._set_timeouts, self._timeouts)
@@ -363,7 +373,7 @@ class PostgresBackend:
         try:
             with (
                 self._exchange(conn, self._lock_answer, SessionWriteError, "lock", session_id),
-                conn.pipeline(),
+                _batch(conn),
             ):
                 conn.execute(_BEGIN)
                 self._queue_lock(conn, session_id)
@@ -558,7 +568,7 @@ class PostgresBackend:
                 self._exchange(
                     conn, self._lock_answer, SessionWriteError, action, session_id, commit_sent=True
                 ),
-                conn.pipeline(),
+                _batch(conn),
             ):
                 conn.execute(_BEGIN)
                 self._queue_lock(conn, session_id)
@@ -588,7 +598,7 @@ class PostgresBackend:
         fresh = key not in held.keys
         seconds = self._lock_answer if fresh else self._answer
         cursor = None
-        with self._exchange(conn, seconds, SessionWriteError, action, session_id), conn.pipeline():
+        with self._exchange(conn, seconds, SessionWriteError, action, session_id), _batch(conn):
             if fresh:
                 self._queue_lock(conn, session_id)
             if statement is not None:
