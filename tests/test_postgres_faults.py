@@ -411,6 +411,34 @@ def test_a_stopped_server_process_fails_a_read_instead_of_hanging(
             in_thread(lambda: store.update("s1", stop_then_read))
 
 
+def test_a_slow_statement_is_cancelled_by_the_server_and_writes_nothing(table: str) -> None:
+    """``timeout`` is also the server's statement_timeout: a write the server is slow to
+    run is cancelled there (a clean "nothing was written", the connection kept)."""
+    slow = unique_table("slow")
+    with PostgresSessionStore(DSN, table=table, timeout=0.5) as store:
+        store.setup()
+        store.save(_session("s1", "old"))
+        with psycopg.connect(DSN, autocommit=True) as conn:
+            conn.execute(
+                sql.SQL(
+                    "CREATE FUNCTION {f}() RETURNS trigger LANGUAGE plpgsql AS"
+                    " 'BEGIN PERFORM pg_sleep(30); RETURN NEW; END';"
+                    " CREATE TRIGGER slow BEFORE UPDATE ON {t} FOR EACH ROW EXECUTE FUNCTION {f}()"
+                ).format(f=sql.Identifier(slow), t=sql.Identifier(table))
+            )
+        try:
+            with pytest.raises(SessionWriteError) as cancelled:
+                in_thread(lambda: store.save(_session("s1", "new")))
+        finally:
+            with psycopg.connect(DSN, autocommit=True) as conn:
+                conn.execute(sql.SQL("DROP FUNCTION {} CASCADE").format(sql.Identifier(slow)))
+        message = str(cancelled.value)
+        assert "the server cancelled the statement" in message
+        assert "nothing was written" in message
+        assert not isinstance(cancelled.value, CommitUnknownError)
+        assert store.load("s1") == _session("s1", "old")
+
+
 def test_a_partitioned_server_fails_reads_and_writes_instead_of_hanging(table: str) -> None:
     with Proxy(DSN) as proxy:
         with PostgresSessionStore(

@@ -210,6 +210,11 @@ _IDENTITY = sql.SQL(
 
 _BEGIN = sql.SQL("BEGIN")
 _COMMIT = sql.SQL("COMMIT")
+_SET_TIMEOUTS = sql.SQL(
+    "(SELECT set_config('lock_timeout', %s, true), set_config('statement_timeout', %s, true)"
+    " OFFSET 0) AS timeouts"
+)
+_SETUP_LOCK = sql.SQL("SELECT pg_advisory_xact_lock(%s) FROM {}").format(_SET_TIMEOUTS)
 
 
 def _batch(conn: Connection) -> AbstractContextManager[object]:
@@ -270,20 +275,12 @@ class PostgresBackend:
             if self._answer is None or self.lock_timeout is None
             else self.lock_timeout + self._answer
         )
-        lock_statement_timeout = (
-            None
-            if self.timeout is None or self.lock_timeout is None
-            else self.lock_timeout + self.timeout
-        )
-        self._timeouts = [_milliseconds(self.lock_timeout), _milliseconds(lock_statement_timeout)]
-        self._after_lock_timeout = _milliseconds(self.timeout)
-        self._set_timeouts = sql.SQL(
-            "SELECT set_config('lock_timeout', %s, true), set_config('statement_timeout', %s, true)"
-        )
+        self._timeouts = [_milliseconds(self.lock_timeout), _milliseconds(self.timeout)]
+        # One statement sets the transaction's timeouts, then waits for the lock: the
+        # subquery (kept apart by OFFSET 0) runs before the lock is asked for.
         self._take_lock = sql.SQL(
-            "SELECT pg_advisory_xact_lock({}::regclass::oid::int4, hashtext(%s)),"
-            " set_config('statement_timeout', %s, true)"
-        ).format(regclass)
+            "SELECT pg_advisory_xact_lock({}::regclass::oid::int4, hashtext(%s)) FROM {}"
+        ).format(regclass, _SET_TIMEOUTS)
         self._source = ConnectionSource(
             conninfo_or_pool,
             max_size=max_size,
@@ -328,8 +325,7 @@ class PostgresBackend:
                 _batch(conn),
             ):
                 conn.execute(_BEGIN)
-                conn.execute(self._set_timeouts, self._timeouts)
-                conn.execute(sql.SQL("SELECT pg_advisory_xact_lock(%s)"), [_SETUP_KEY])
+                conn.execute(_SETUP_LOCK, [_SETUP_KEY, *self._timeouts])
                 conn.execute(create)
                 commit = conn.execute(_COMMIT)
             self._check_committed(commit, action, None)
@@ -580,9 +576,8 @@ class PostgresBackend:
         return outcome(cursor)
 
     def _queue_lock(self, conn: Connection, session_id: str) -> None:
-        """Send the statements that set the timeouts and take the session's lock."""
-        conn.execute(self._set_timeouts, self._timeouts)
-        conn.execute(self._take_lock, [session_id, self._after_lock_timeout])
+        """Send the statement that sets the timeouts and takes the session's lock."""
+        conn.execute(self._take_lock, [session_id, *self._timeouts])
 
     def _lock_in(
         self,
