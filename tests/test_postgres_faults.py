@@ -65,6 +65,7 @@ from tests.pg import (
     waiting_for_locks,
 )
 from tests.pgproxy import Proxy
+from tests.reliability.figures import record
 
 pytestmark = requires_postgres
 
@@ -321,6 +322,8 @@ def test_mixed_writers_in_several_processes_lose_nothing(table: str, tmp_path: P
     acknowledged = sum(1 for log in logs for entry in log if not isinstance(entry[3], str))
     assert acknowledged > WRITERS * MIXED_OPS // 2  # the run did write
     problems = mixed_violations(logs, final)
+    record("postgres: mixed writes acknowledged (processes x operations)", acknowledged)
+    record("postgres: mixed-write violations (lost, resurrected)", len(problems))
     assert problems == [], f"{len(problems)} violations in {acknowledged} acknowledged writes"
 
 
@@ -633,6 +636,8 @@ def test_after_the_server_killed_every_idle_connection_the_next_operations_succe
                 store.append_messages("s1", [str(i)]) if i % 2 else store.load("s1")
             except SessionStoreError as exc:
                 outcomes.append(f"{i}: {exc}")
+        record("postgres: operations after every idle connection was killed", 10)
+        record("postgres: ... of which failed", len(outcomes))
         assert outcomes == []
         assert store.load("s1").messages == tuple(str(i) for i in range(1, 10, 2))
 
