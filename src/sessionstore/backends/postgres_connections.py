@@ -105,9 +105,13 @@ _SECRET_PATTERNS = (
 
 def scrub(text: str, secrets: tuple[str, ...] = ()) -> str:
     """``text`` with every known secret and anything that looks like a password
-    (``password=...``, the ``user:secret@`` of a URL) replaced by ``***``."""
+    (``password=...``, the ``user:secret@`` of a URL) replaced by ``***``.
+
+    Known secrets shorter than 4 characters are left alone: replacing them would
+    garble every message (libpq does not quote a password it parsed anyway).
+    """
     for secret in secrets:
-        if secret:
+        if len(secret) >= 4:
             text = text.replace(secret, "***")
     text = _SECRET_PATTERNS[0].sub(r"\1***", text)
     return _SECRET_PATTERNS[1].sub(r"\1***\3", text)
@@ -427,12 +431,14 @@ class ConnectionSource:
 
     def _after_fork_in_child(self) -> None:
         self._mutex = threading.Lock()
-        if not self.lent and self._pool is not None:
+        if self.lent:
+            return  # ``_pid`` stays the parent's: the child refuses the lent pool
+        if self._pool is not None:
             # Never close (nor let the garbage collector finalize) the parent's pool
             # here: closing would end the parent's sessions on the server.
             _ABANDONED.append(self._pool)
             self._pool = None
-            self._pid = os.getpid()
+        self._pid = os.getpid()
 
 
 def _recording_class(source: ConnectionSource) -> type[Connection]:
