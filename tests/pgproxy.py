@@ -12,6 +12,8 @@
 
 The server is never touched: only the proxy's own sockets are closed. Connections go
 through it unencrypted (``sslmode=disable``) so that the proxy can see the messages.
+psycopg prepares a statement after 5 uses on one connection and then sends only its
+name: arm ``lose_reply_to`` before a connection has sent 5 COMMITs.
 """
 
 from __future__ import annotations

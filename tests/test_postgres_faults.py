@@ -828,6 +828,7 @@ _CALLS: dict[str, Callable[[PostgresSessionStore], object]] = {
     "load_with_etag": lambda s: s.load_with_etag("s1"),
     "exists": lambda s: s.exists("s1"),
     "list": lambda s: s.list(),
+    "read_many": lambda s: s.backend.read_many(["s1"], max_bytes=1000),
     "delete": lambda s: s.delete("s1"),
     "update": lambda s: s.update("s1", lambda x: x),
     "append_messages": lambda s: s.append_messages("s1", ["m"]),
