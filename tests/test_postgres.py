@@ -12,9 +12,10 @@ import multiprocessing
 import socket
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
+from typing import TypeVar
 
 import orjson
 import psycopg
@@ -24,6 +25,7 @@ from psycopg import sql
 from psycopg_pool import ConnectionPool
 
 from sessionstore import (
+    CommitUnknownError,
     ConflictError,
     LockTimeoutError,
     SessionNotFoundError,
@@ -39,9 +41,10 @@ from sessionstore.backends.postgres import schema_version_of
 from sessionstore.codec import encode
 from sessionstore.postgres import PostgresSessionStore
 from sessionstore.testing import strategies as sst
-from tests.pg import DSN, postgres_only, unique_table
+from tests.pg import DSN, named_dsn, postgres_only, terminate, unique_table
 
 CORPUS = Path(__file__).parent / "corpus"
+T = TypeVar("T")
 
 
 def _session(session_id: str = "s1", *messages: str) -> StoredSession:
@@ -169,22 +172,24 @@ def test_unreachable_server_gives_clear_store_errors() -> None:
 
 
 @postgres_only
-def test_connection_lost_inside_update_writes_nothing(store: PostgresSessionStore) -> None:
-    store.save(_session("s1", "old"))
-    before = store.load_with_etag("s1")
+def test_connection_lost_inside_update_writes_nothing(table: str) -> None:
+    name = unique_table("app")
+    with PostgresSessionStore(named_dsn(name), table=table) as store:
+        store.setup()
+        store.save(_session("s1", "old"))
+        before = store.load_with_etag("s1")
 
-    def kill_my_connection(session: StoredSession) -> StoredSession:
-        held = store.backend._held.conn
-        assert held is not None
-        with psycopg.connect(DSN, autocommit=True) as other:
-            other.execute("SELECT pg_terminate_backend(%s)", [held.info.backend_pid])
-        return replace(session, messages=("new",))
+        def kill_my_connection(session: StoredSession) -> StoredSession:
+            assert terminate(name) >= 1  # among them, the one holding the lock
+            return replace(session, messages=("new",))
 
-    with pytest.raises(SessionWriteError, match="cannot write"):
-        store.update("s1", kill_my_connection)
-    assert store.load_with_etag("s1") == before
-    # The broken connection was dropped, not reused.
-    assert store.append_messages("s1", ["after"]).messages == ("old", "after")
+        with pytest.raises(SessionWriteError, match="cannot write") as lost:
+            store.update("s1", kill_my_connection)
+        assert not isinstance(lost.value, CommitUnknownError)  # COMMIT was never sent
+        assert "nothing was written" in str(lost.value)
+        assert store.load_with_etag("s1") == before
+        # The broken connection was dropped, not reused.
+        assert store.append_messages("s1", ["after"]).messages == ("old", "after")
 
 
 # -- migration on load ------------------------------------------------------------------
@@ -293,11 +298,31 @@ def test_lock_is_reentrant_and_excludes_other_clients(
         with store.backend.lock("s1"), store.backend.lock("s1"):
             # Re-entrant, and the store's own writes inside run in the lock's transaction.
             store.append_messages("s1", ["b"])
+            # Another thread (another client) waits for the lock, and gives up.
             with pytest.raises(LockTimeoutError, match="lock not acquired"):
-                other.append_messages("s1", ["lost"])
+                in_thread(lambda: other.append_messages("s1", ["lost"]))
             # Other ids are not locked.
-            other.append_messages("s2", ["free"])
+            in_thread(lambda: other.append_messages("s2", ["free"]))
         assert other.append_messages("s1", ["c"]).messages == ("a", "b", "c")
+
+
+def in_thread(fn: Callable[[], T]) -> T:
+    """Run ``fn`` in a new thread (another client of the server); its result or error."""
+    outcome: list[T] = []
+    errors: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            outcome.append(fn())
+        except BaseException as exc:  # re-raised below, in the test's thread
+            errors.append(exc)
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    thread.join()
+    if errors:
+        raise errors[0]
+    return outcome[0]
 
 
 @postgres_only

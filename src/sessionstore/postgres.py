@@ -22,11 +22,19 @@ class PostgresSessionStore(BackendSessionStore):
     """Sessions as rows of one PostgreSQL table, shared by every process and machine.
 
     ``dsn_or_pool`` is a connection string (``postgresql://user@host:5432/db``; the
-    store opens its own connections and ``close`` closes them) or a
-    ``psycopg_pool.ConnectionPool`` (borrowed). Same methods and errors as
-    ``SessionStore``; ``update`` and ``append_messages`` hold a transaction-scoped
-    advisory lock, so no update is lost across processes. Call ``setup()`` once to
-    create the table; nothing is created on import or construction.
+    store opens a pool of at most ``max_size`` connections and ``close`` closes it)
+    or a ``psycopg_pool.ConnectionPool`` (borrowed, never closed). Same methods and
+    errors as ``SessionStore``. Every write of a session (``save``, ``create``,
+    ``delete``, ``update``, ``append_messages``) holds the session's lock, a
+    transaction-scoped advisory lock keyed by the table and the id, so no
+    acknowledged write is lost across processes and machines.
+
+    ``lock_timeout`` bounds the wait for that lock (``LockTimeoutError``);
+    ``timeout`` bounds every other wait for the server (``SessionReadError``,
+    ``SessionWriteError``, or ``CommitUnknownError`` when the answer to a COMMIT
+    was lost); None waits without bound. Call ``setup()`` once to create the
+    table; nothing is created on import or construction. Raises ``ValueError``
+    for a bad argument, including a connection string libpq cannot parse.
     """
 
     backend: PostgresBackend
@@ -37,15 +45,19 @@ class PostgresSessionStore(BackendSessionStore):
         *,
         table: str = "sessions",
         max_bytes: int = DEFAULT_MAX_BYTES,
-        lock_timeout: float = 30.0,
+        lock_timeout: float | None = 30.0,
+        timeout: float | None = 30.0,
         connect_timeout: float = 10.0,
+        max_size: int = 10,
     ) -> None:
         super().__init__(
             PostgresBackend(
                 dsn_or_pool,
                 table=table,
                 lock_timeout=lock_timeout,
+                timeout=timeout,
                 connect_timeout=connect_timeout,
+                max_size=max_size,
             ),
             max_bytes=max_bytes,
         )

@@ -5,20 +5,53 @@ this module without psycopg raises an ``ImportError`` that says so.
 
 One row per session: ``id`` (primary key), ``schema_version``, ``document`` (the
 exact encoded bytes), ``etag`` (``content_etag`` of those bytes, so etags agree
-with every other backend) and ``updated_at``. Conditional writes are single
-statements; ``lock`` is a transaction holding ``pg_advisory_xact_lock``, and the
-reads and writes made inside it (in the same thread) run in that transaction.
+with every other backend) and ``updated_at``.
+
+The write contract. Every mutation of a session (save, conditional save, create,
+delete, and the writes of ``update`` and ``append_messages``) runs in a
+transaction that first takes ``pg_advisory_xact_lock(table oid, hashtext(id))``,
+so it is serialized with every other mutation of that session, across threads,
+processes, machines and store objects. Why this lock:
+
+- advisory, not row locks: it exists for ids that have no row yet (a create, an
+  append that creates, a save racing a delete), which ``SELECT ... FOR UPDATE``
+  cannot lock without writing a placeholder row first;
+- keyed by the table's oid, which the server resolves (``'"public"."t"'::regclass``):
+  every spelling of one table (``t``, ``public.t``) takes the same lock, and two
+  tables never share one. ``hashtext(id)`` is 32 bits: a collision only makes two
+  sessions of a table share a lock, it never lets two writers of one session in;
+- transaction-scoped: the write and the lock's release commit together, and the
+  server drops the lock when a client dies, so it never goes stale.
+
+``_write`` is the one place that runs a statement "in a write transaction holding
+the session's lock". Alone, it is one round trip (pipeline mode: BEGIN, the
+timeouts, the lock, the statement and COMMIT are sent together). Inside ``lock``
+(what ``update`` and ``append_messages`` hold while they read and compute) it
+joins the open transaction, and so does every PostgreSQL backend on the same
+database in the same thread: a second store used inside ``update``'s function
+does not wait for a lock its own thread holds. Such nested writes commit (or roll
+back) with the outer transaction.
+
+Timeouts. ``lock_timeout`` bounds the wait for a session's lock (server-side
+``lock_timeout``); ``timeout`` bounds every other wait for the server: statements
+are cancelled by the server after it (``statement_timeout``), and a connection
+whose server does not answer within 1.5 x ``timeout`` (plus ``lock_timeout`` when
+a lock is awaited) is broken by a watchdog (see ``postgres_connections``). When
+the connection is lost after COMMIT was sent, the outcome is unknown and the
+error is ``CommitUnknownError``; ``create`` and ``save(if_match=...)`` of a
+document that is already stored succeed, so retrying them is safe.
 """
 
 from __future__ import annotations
 
-import hashlib
+import math
 import os
 import re
 import threading
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any, Protocol
+import weakref
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import AbstractContextManager, contextmanager, nullcontext
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import orjson
 
@@ -26,8 +59,15 @@ try:
     import psycopg
     from psycopg import errors as pg_errors
     from psycopg import sql
-    from psycopg.conninfo import conninfo_to_dict
     from psycopg.pq import TransactionStatus
+
+    from sessionstore.backends.postgres_connections import (
+        Connection,
+        ConnectionSource,
+        NoConnectionError,
+        deadline,
+        scrub,
+    )
 except ImportError as exc:  # pragma: no cover - exercised by a sys.modules test
     raise ImportError(
         "the PostgreSQL backend of sessionstore needs psycopg 3: "
@@ -37,9 +77,9 @@ except ImportError as exc:  # pragma: no cover - exercised by a sys.modules test
 
 from sessionstore.backends.base import content_etag
 from sessionstore.errors import (
+    CommitUnknownError,
     ConflictError,
     LockTimeoutError,
-    SessionDeleteError,
     SessionReadError,
     SessionStoreError,
     SessionTooLargeError,
@@ -50,12 +90,16 @@ from sessionstore.ids import is_valid_session_id
 if TYPE_CHECKING:
     from psycopg_pool import ConnectionPool
 
-__all__ = ["PostgresBackend", "validate_table_name"]
+__all__ = ["PostgresBackend", "check_seconds", "validate_table_name"]
 
-Connection = psycopg.Connection[Any]
+T = TypeVar("T")
+Cursor = psycopg.Cursor[Any]
 
 _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")
-_MAX_IDLE = 8
+
+_SETUP_KEY = int.from_bytes(b"sstsetup", "big", signed=True)
+"""The advisory lock that serializes ``setup`` calls on a database (a table that does
+not exist yet has no oid to key a lock on)."""
 
 
 def validate_table_name(table: str) -> tuple[str, ...]:
@@ -72,6 +116,28 @@ def validate_table_name(table: str) -> tuple[str, ...]:
         )
         raise ValueError(msg)
     return parts
+
+
+def check_seconds(name: str, value: object, *, zero: bool) -> float | None:
+    """``value`` as a number of seconds: finite, >= 0 (> 0 unless ``zero``), or None
+    for "no bound". Raises ``ValueError`` for anything else (bools, nan, inf, text)."""
+    if value is None:
+        return None
+    ok = (
+        isinstance(value, int | float)
+        and not isinstance(value, bool)
+        and math.isfinite(value)
+        and (value >= 0 if zero else value > 0)
+    )
+    if not ok:
+        least = "0 or more" if zero else "more than 0"
+        msg = (
+            f"{name} must be a finite number of seconds, {least}, or None for no bound; "
+            f"not {value!r}"
+        )
+        raise ValueError(msg)
+    assert isinstance(value, int | float)  # narrowed above
+    return float(value)
 
 
 _LEADING_VERSION = re.compile(rb'\{\s*"schema_version":\s*([1-9][0-9]{0,8})\s*,')
@@ -99,87 +165,83 @@ def schema_version_of(data: bytes) -> int | None:
     return version
 
 
-class _Source(Protocol):
-    def connection(self) -> Any: ...
+# -- the lock transactions of this thread ---------------------------------------------
 
 
-class _OwnConnections:
-    """A small pool of autocommit connections opened from a conninfo string."""
+class _Held:
+    """A lock transaction open in this thread: its connection, where that came from,
+    the database it is on, and the locks taken in it."""
 
-    def __init__(self, conninfo: str, connect_timeout: float) -> None:
-        self.conninfo = conninfo
-        self.connect_timeout = connect_timeout
-        self._idle: list[Connection] = []
-        self._orphans: list[Connection] = []  # inherited through fork: never touched
-        self._pid = os.getpid()
-        self._mutex = threading.Lock()
-        self._closed = False
+    __slots__ = ("conn", "identity", "keys", "members", "pid", "source")
 
-    @contextmanager
-    def connection(self) -> Iterator[Connection]:
-        conn = self._take()
-        try:
-            yield conn
-        finally:
-            self._give_back(conn)
-
-    def _take(self) -> Connection:
-        with self._mutex:
-            if self._closed:
-                raise psycopg.InterfaceError("the store was closed")
-            self._check_pid()
-            if self._idle:
-                return self._idle.pop()
-        timeout = max(1, round(self.connect_timeout))
-        return psycopg.connect(self.conninfo, autocommit=True, connect_timeout=timeout)
-
-    def _give_back(self, conn: Connection) -> None:
-        reusable = (
-            not conn.closed
-            and not conn.broken
-            and conn.info.transaction_status == TransactionStatus.IDLE
-        )
-        with self._mutex:
-            self._check_pid()
-            if reusable and not self._closed and len(self._idle) < _MAX_IDLE:
-                self._idle.append(conn)
-                return
-        conn.close()
-
-    def _check_pid(self) -> None:
-        if self._pid != os.getpid():
-            # A forked child must not use (or close) its parent's sockets.
-            self._orphans.extend(self._idle)
-            self._idle = []
-            self._pid = os.getpid()
-
-    def close(self) -> None:
-        with self._mutex:
-            self._closed = True
-            self._check_pid()
-            idle, self._idle = self._idle, []
-        for conn in idle:
-            conn.close()
+    def __init__(self, conn: Connection, source: object, identity: tuple[object, ...]) -> None:
+        self.conn = conn
+        self.source = source  # ConnectionSource.key
+        self.identity = identity
+        self.keys: set[tuple[str, str]] = set()  # (table as given, id)
+        self.members: set[int] = set()  # id() of the backends that joined it
+        self.pid = os.getpid()
 
 
-class _Held(threading.local):
-    """The lock transaction of the current thread: its connection and the ids it holds."""
-
-    conn: Connection | None = None
-    counts: dict[str, int]
-
+class _Transactions(threading.local):
     def __init__(self) -> None:
-        self.counts = {}
+        self.stack: list[_Held] = []
+
+
+_transactions = _Transactions()
+
+
+def _forget_after_fork() -> None:
+    # The forking thread's transactions belong to the parent's connections.
+    _transactions.stack = []
+
+
+os.register_at_fork(after_in_child=_forget_after_fork)
+
+_identities: weakref.WeakKeyDictionary[Connection, tuple[object, ...]] = weakref.WeakKeyDictionary()
+"""What makes two connections share a lock transaction: the same server instance
+(start time, port), database, role and search_path."""
+
+_IDENTITY = sql.SQL(
+    "SELECT pg_postmaster_start_time(), current_setting('port'), current_database(),"
+    " current_user, current_setting('search_path')"
+)
+
+
+_BEGIN = sql.SQL("BEGIN")
+_COMMIT = sql.SQL("COMMIT")
+_SET_TIMEOUTS = sql.SQL(
+    "(SELECT set_config('lock_timeout', %s, true), set_config('statement_timeout', %s, true)"
+    " OFFSET 0) AS timeouts"
+)
+_SETUP_LOCK = sql.SQL("SELECT pg_advisory_xact_lock(%s) FROM {}").format(_SET_TIMEOUTS)
+
+
+def _batch(conn: Connection) -> AbstractContextManager[object]:
+    """Pipeline mode (the statements of the block travel together, one round trip),
+    where libpq has it (14 and later; the binary package ships a recent one);
+    else the same statements one round trip each."""
+    return conn.pipeline() if _PIPELINES else nullcontext()
+
+
+_PIPELINES = psycopg.Pipeline.is_supported()
+
+
+def _milliseconds(seconds: float | None) -> str:
+    """A PostgreSQL timeout setting: "0" (none) for None, else at least 1 ms."""
+    return "0" if seconds is None else str(max(1, round(seconds * 1000)))
 
 
 class PostgresBackend:
     """Documents as rows of ``table`` in PostgreSQL. Thread-safe; safe across processes.
 
-    ``conninfo_or_pool`` is a libpq connection string / URL (the backend opens and
-    reuses its own connections; ``close`` closes them) or a
+    ``conninfo_or_pool`` is a libpq connection string / URL (the backend opens a pool
+    of at most ``max_size`` connections; ``close`` closes it) or a
     ``psycopg_pool.ConnectionPool`` (borrowed, never closed here). ``lock_timeout``
-    bounds the wait for a session's lock; ``connect_timeout`` the wait for a new
-    connection. Call ``setup`` once to create the table.
+    bounds the wait for a session's lock and ``timeout`` every other wait for the
+    server (None: no bound); ``connect_timeout`` bounds opening a connection. Call
+    ``setup`` once to create the table. Raises ``ValueError`` for a bad argument,
+    including a connection string libpq cannot parse (never quoting it).
     """
 
     def __init__(
@@ -187,28 +249,46 @@ class PostgresBackend:
         conninfo_or_pool: str | ConnectionPool[Any],
         *,
         table: str = "sessions",
-        lock_timeout: float = 30.0,
+        lock_timeout: float | None = 30.0,
+        timeout: float | None = 30.0,
         connect_timeout: float = 10.0,
+        max_size: int = 10,
     ) -> None:
         parts = validate_table_name(table)
-        if lock_timeout <= 0:
-            msg = f"lock_timeout must be positive, not {lock_timeout}"
+        self.lock_timeout = check_seconds("lock_timeout", lock_timeout, zero=True)
+        self.timeout = check_seconds("timeout", timeout, zero=False)
+        if check_seconds("connect_timeout", connect_timeout, zero=False) is None:
+            msg = "connect_timeout must be a finite number of seconds, more than 0; not None"
+            raise ValueError(msg)
+        if type(max_size) is not int or max_size < 1:
+            msg = f"max_size must be an int of at least 1, not {max_size!r}"
             raise ValueError(msg)
         self.table = table
-        self.lock_timeout = lock_timeout
+        self.max_size = max_size
         self._ident = sql.Identifier(*parts)
-        self._lock_namespace = hashlib.blake2b(table.encode(), digest_size=8).digest()
-        self._source: _Source
-        if isinstance(conninfo_or_pool, str):
-            self._owned: _OwnConnections | None = _OwnConnections(conninfo_or_pool, connect_timeout)
-            self._source = self._owned
-            conninfo = conninfo_or_pool
-        else:
-            self._owned = None
-            self._source = conninfo_or_pool
-            conninfo = str(getattr(conninfo_or_pool, "conninfo", ""))
-        self._where = _describe(conninfo)
-        self._held = _Held()
+        # The server resolves this to the table's oid, by the search_path for a bare name.
+        regclass = sql.Literal(".".join(f'"{part}"' for part in parts))
+        # Client-side bounds: after the server's own timeouts would have fired.
+        self._answer = None if self.timeout is None else 1.5 * self.timeout
+        self._lock_answer = (
+            None
+            if self._answer is None or self.lock_timeout is None
+            else self.lock_timeout + self._answer
+        )
+        self._timeouts = [_milliseconds(self.lock_timeout), _milliseconds(self.timeout)]
+        # One statement sets the transaction's timeouts, then waits for the lock: the
+        # subquery (kept apart by OFFSET 0) runs before the lock is asked for.
+        self._take_lock = sql.SQL(
+            "SELECT pg_advisory_xact_lock({}::regclass::oid::int4, hashtext(%s)) FROM {}"
+        ).format(regclass, _SET_TIMEOUTS)
+        self._source = ConnectionSource(
+            conninfo_or_pool,
+            max_size=max_size,
+            connect_timeout=connect_timeout,
+            timeout=self.timeout,
+            check_seconds=self._answer,
+        )
+        self._where = self._source.description
         self._sql = self._statements()
 
     # -- messages ---------------------------------------------------------------
@@ -235,80 +315,116 @@ class PostgresBackend:
             " etag text NOT NULL,"
             " updated_at timestamptz NOT NULL DEFAULT now())"
         ).format(t=self._ident)
-        # Concurrent CREATE TABLE IF NOT EXISTS can still collide in the catalog;
-        # an advisory lock on the table name serialises the setups.
-        with (
-            self._errors(SessionWriteError, "create the table", None),
-            self._conn() as conn,
-            conn.transaction(),
-        ):
-            conn.execute("SELECT pg_advisory_xact_lock(%s)", [self._key("")])
-            conn.execute(create)
+        action = "create the table"
+        conn = self._get(SessionWriteError, action, None)
+        try:
+            # Concurrent CREATE TABLE IF NOT EXISTS can still collide in the catalog;
+            # an advisory lock serializes the setups.
+            with (
+                self._exchange(conn, self._lock_answer, SessionWriteError, action, None),
+                _batch(conn),
+            ):
+                conn.execute(_BEGIN)
+                conn.execute(_SETUP_LOCK, [_SETUP_KEY, *self._timeouts])
+                conn.execute(create)
+                commit = conn.execute(_COMMIT)
+            self._check_committed(commit, action, None)
+        finally:
+            self._source.put(conn)
 
     def drop(self) -> None:
         """Drop the table and every session in it (for tests). Raises ``SessionWriteError``."""
         statement = sql.SQL("DROP TABLE IF EXISTS {t}").format(t=self._ident)
-        with self._errors(SessionWriteError, "drop the table", None), self._conn() as conn:
-            conn.execute(statement)
+        action = "drop the table"
+        conn = self._get(SessionWriteError, action, None)
+        try:
+            with self._exchange(conn, self._lock_answer, SessionWriteError, action, None):
+                conn.execute(statement)
+        finally:
+            self._source.put(conn)
 
     def close(self) -> None:
         """Close the connections this backend opened (a borrowed pool is left open)."""
-        if self._owned is not None:
-            self._owned.close()
+        self._source.close()
 
     # -- the Backend protocol -----------------------------------------------------
 
     @contextmanager
     def lock(self, session_id: str) -> Iterator[None]:
-        held = self._held
-        if held.conn is not None:
-            # Re-entrant: the thread's transaction already runs; add this id to it.
-            if session_id not in held.counts:
-                with self._errors(LockTimeoutError, "lock", session_id):
-                    held.conn.execute("SELECT pg_advisory_xact_lock(%s)", [self._key(session_id)])
-            # Counts may drop to 0: the advisory lock itself stays until the transaction ends.
-            held.counts[session_id] = held.counts.get(session_id, 0) + 1
+        """Hold the session's lock in a transaction; the reads and writes made inside
+        (in this thread, by any backend on the same database) run in it and commit
+        when the block ends, or roll back if it raises.
+
+        Raises ``LockTimeoutError`` when the lock is not had within ``lock_timeout``,
+        ``SessionWriteError`` when the server cannot be reached or the transaction
+        fails (nothing written), and ``CommitUnknownError`` when the connection was
+        lost after COMMIT was sent.
+        """
+        held, conn = self._join_or_connect(SessionWriteError, "lock", session_id)
+        if held is not None:
+            self._lock_in(held, session_id, "lock")
+            yield
+            return
+        assert conn is not None  # either a transaction to join or a connection
+        try:
+            with (
+                self._exchange(conn, self._lock_answer, SessionWriteError, "lock", session_id),
+                _batch(conn),
+            ):
+                conn.execute(_BEGIN)
+                self._queue_lock(conn, session_id)
+                identity = _identities.get(conn)
+                asked = None if identity is not None else conn.execute(_IDENTITY)
+            if asked is not None:
+                identity = _identities[conn] = _identity_row(asked)
+            assert identity is not None  # known, or just asked
+        except BaseException:
+            self._source.put(conn)
+            raise
+        held = _Held(conn, self._source.key, identity)
+        held.keys.add((self.table, session_id))
+        held.members.add(id(self))
+        _transactions.stack.append(held)
+        try:
             try:
                 yield
             finally:
-                held.counts[session_id] -= 1
-            return
-
-        with self._lock_transaction(session_id):
-            yield
-
-    @contextmanager
-    def _lock_transaction(self, session_id: str) -> Iterator[None]:
-        held = self._held
-        body_failed = False
+                if held in _transactions.stack:
+                    _transactions.stack.remove(held)
+        except BaseException:
+            if held.pid == os.getpid():
+                self._source.put(conn)  # rolls the transaction back
+            raise
+        if held.pid != os.getpid():
+            msg = (
+                f"session {session_id!r} in {self.description}: the process forked inside "
+                "the lock; only the parent can finish the transaction (nothing was written here)"
+            )
+            raise SessionWriteError(msg, session_id=session_id, path=self.location(session_id))
         try:
-            with self._conn() as conn, conn.transaction():
-                millis = max(1, round(self.lock_timeout * 1000))
-                conn.execute(sql.SQL("SET LOCAL lock_timeout = {}").format(sql.Literal(millis)))
-                conn.execute("SELECT pg_advisory_xact_lock(%s)", [self._key(session_id)])
-                held.conn = conn
-                held.counts = {session_id: 1}
-                try:
-                    yield
-                except BaseException:
-                    body_failed = True
-                    raise
-                finally:
-                    held.conn = None
-                    held.counts = {}
-        except pg_errors.LockNotAvailable as exc:
-            raise self._lock_timeout(session_id) from exc
-        except psycopg.Error as exc:
-            if body_failed:
-                raise
-            raise self._error(
-                SessionWriteError, "lock or commit", session_id, exc, may_have_landed=True
-            ) from exc
+            if conn.info.transaction_status == TransactionStatus.INERROR:
+                msg = (
+                    f"session {session_id!r}: cannot commit in {self.description}: a statement "
+                    "inside the lock failed, so the transaction was rolled back; "
+                    "nothing was written"
+                )
+                raise SessionWriteError(msg, session_id=session_id, path=self.location(session_id))
+            with self._exchange(
+                conn, self._answer, SessionWriteError, "commit", session_id, commit_sent=True
+            ):
+                commit = conn.execute(_COMMIT)
+            self._check_committed(commit, "commit", session_id)
+        finally:
+            self._source.put(conn)
 
     def read(self, session_id: str, *, max_bytes: int) -> bytes | None:
-        with self._errors(SessionReadError, "read", session_id), self._conn() as conn:
+        with (
+            self._reading(SessionReadError, "read", session_id) as conn,
+            self._exchange(conn, self._answer, SessionReadError, "read", session_id),
+        ):
             # binary: the document arrives as its bytes, not as hex text to decode.
-            row = conn.execute(self._sql["read"], [max_bytes, session_id], binary=True).fetchone()
+            cursor = conn.execute(self._sql["read"], [max_bytes, session_id], binary=True)
+            row = cursor.fetchone()
         if row is None:
             return None
         size, data = row
@@ -325,13 +441,18 @@ class PostgresBackend:
         For batch jobs (``sessionstore validate/migrate --dsn``). Raises
         ``SessionReadError`` when the statement fails.
         """
-        with self._errors(SessionReadError, "read a batch", None), self._conn() as conn:
-            rows = conn.execute(self._sql["read_many"], [max_bytes, list(session_ids)]).fetchall()
+        action = "read a batch"
+        with (
+            self._reading(SessionReadError, action, None) as conn,
+            self._exchange(conn, self._answer, SessionReadError, action, None),
+        ):
+            rows = conn.execute(self._sql["read_many"], [max_bytes, list(session_ids)])
+            found = rows.fetchall()
         return {
             session_id: (
                 bytes(data) if data is not None else self._too_large(session_id, size, max_bytes)
             )
-            for session_id, size, data in rows
+            for session_id, size, data in found
         }
 
     def _too_large(self, session_id: str, size: int, max_bytes: int) -> SessionTooLargeError:
@@ -346,148 +467,352 @@ class PostgresBackend:
 
     def write(self, session_id: str, data: bytes, *, if_match: str | None = None) -> str:
         etag = content_etag(data)
-        params = [session_id, schema_version_of(data), data, etag]
-        with self._errors(SessionWriteError, "write", session_id), self._conn() as conn:
-            if if_match is None:
-                conn.execute(self._sql["upsert"], params)
+        params = {
+            "id": session_id,
+            "version": schema_version_of(data),
+            "document": data,
+            "etag": etag,
+            "if_match": if_match,
+        }
+        if if_match is None:
+            return self._write(session_id, "write", self._sql["upsert"], params, lambda _: etag)
+
+        def outcome(cursor: Cursor) -> str:
+            updated, found, same = _one(cursor)
+            if updated or (found == etag and same):
+                # Or: these very bytes are stored already (a retry whose first try landed).
                 return etag
-            cursor = conn.execute(self._sql["update_if"], [*params[1:], session_id, if_match])
-            if cursor.rowcount == 1:
-                return etag
-            row = conn.execute(self._sql["etag"], [session_id]).fetchone()
-        found = None if row is None else row[0]
-        raise ConflictError(
-            f"session {session_id!r} in {self.location(session_id)} changed since it was read "
-            f"(expected etag {if_match}, found {found or 'no session'}); nothing written",
-            session_id=session_id,
-            path=self.location(session_id),
-        )
+            raise ConflictError(
+                f"session {session_id!r} in {self.location(session_id)} changed since it was "
+                f"read (expected etag {if_match}, found {found or 'no session'}); nothing written",
+                session_id=session_id,
+                path=self.location(session_id),
+            )
+
+        return self._write(session_id, "write", self._sql["update_if"], params, outcome)
 
     def create(self, session_id: str, data: bytes) -> str:
         etag = content_etag(data)
-        params = [session_id, schema_version_of(data), data, etag]
-        with self._errors(SessionWriteError, "create", session_id), self._conn() as conn:
-            cursor = conn.execute(self._sql["insert"], params)
-        if cursor.rowcount != 1:
+        params = {
+            "id": session_id,
+            "version": schema_version_of(data),
+            "document": data,
+            "etag": etag,
+        }
+
+        def outcome(cursor: Cursor) -> str:
+            inserted, found, same = _one(cursor)
+            if inserted or (found == etag and same):
+                # Or: these very bytes are stored already (a retry whose first try landed).
+                return etag
             raise ConflictError(
                 f"session {session_id!r} already exists in {self.description}; nothing written",
                 session_id=session_id,
                 path=self.location(session_id),
             )
-        return etag
+
+        return self._write(session_id, "create", self._sql["insert"], params, outcome)
 
     def delete(self, session_id: str) -> bool:
-        with self._errors(SessionDeleteError, "delete", session_id), self._conn() as conn:
-            cursor = conn.execute(self._sql["delete"], [session_id])
-        return cursor.rowcount == 1
+        """Remove the row; True if this call removed it. Failures raise the
+        ``TransientError`` family (``store.delete`` makes them ``SessionDeleteError``)."""
+        params = {"id": session_id}
+        return self._write(
+            session_id, "delete", self._sql["delete"], params, lambda cursor: cursor.rowcount == 1
+        )
 
     def exists(self, session_id: str) -> bool:
-        with self._errors(SessionReadError, "check", session_id), self._conn() as conn:
+        with (
+            self._reading(SessionReadError, "check", session_id) as conn,
+            self._exchange(conn, self._answer, SessionReadError, "check", session_id),
+        ):
             row = conn.execute(self._sql["exists"], [session_id]).fetchone()
         return row is not None
 
     def list_ids(self) -> list[str]:
-        with self._errors(SessionReadError, "list", None), self._conn() as conn:
+        with (
+            self._reading(SessionReadError, "list", None) as conn,
+            self._exchange(conn, self._answer, SessionReadError, "list", None),
+        ):
             rows = conn.execute(self._sql["list"]).fetchall()
         return [row[0] for row in rows if is_valid_session_id(row[0])]
 
-    # -- plumbing -----------------------------------------------------------------
+    # -- the write transaction ------------------------------------------------------
+
+    def _write(
+        self,
+        session_id: str,
+        action: str,
+        statement: sql.Composed,
+        params: dict[str, Any],
+        outcome: Callable[[Cursor], T],
+    ) -> T:
+        """Run ``statement`` in a write transaction holding the session's lock and
+        return ``outcome`` of its cursor (called once the transaction committed).
+
+        Joins this thread's lock transaction on the same database if there is one;
+        else one round trip: BEGIN, timeouts, lock, statement, COMMIT.
+        """
+        held, conn = self._join_or_connect(SessionWriteError, action, session_id)
+        if held is not None:
+            cursor = self._lock_in(held, session_id, action, (statement, params))
+            assert cursor is not None  # a statement was given
+            return outcome(cursor)
+        assert conn is not None  # either a transaction to join or a connection
+        try:
+            with (
+                self._exchange(
+                    conn, self._lock_answer, SessionWriteError, action, session_id, commit_sent=True
+                ),
+                _batch(conn),
+            ):
+                conn.execute(_BEGIN)
+                self._queue_lock(conn, session_id)
+                cursor = conn.execute(statement, params)
+                commit = conn.execute(_COMMIT)
+            self._check_committed(commit, action, session_id)
+        finally:
+            self._source.put(conn)
+        return outcome(cursor)
+
+    def _queue_lock(self, conn: Connection, session_id: str) -> None:
+        """Send the statement that sets the timeouts and takes the session's lock."""
+        conn.execute(self._take_lock, [session_id, *self._timeouts])
+
+    def _lock_in(
+        self,
+        held: _Held,
+        session_id: str,
+        action: str,
+        statement: tuple[sql.Composed, dict[str, Any]] | None = None,
+    ) -> Cursor | None:
+        """In the joined transaction ``held``: take the session's lock unless this
+        table and id hold it already, then run ``statement``; one round trip."""
+        conn = held.conn
+        key = (self.table, session_id)
+        fresh = key not in held.keys
+        seconds = self._lock_answer if fresh else self._answer
+        cursor = None
+        with self._exchange(conn, seconds, SessionWriteError, action, session_id), _batch(conn):
+            if fresh:
+                self._queue_lock(conn, session_id)
+            if statement is not None:
+                cursor = conn.execute(*statement)
+        held.keys.add(key)
+        held.members.add(id(self))
+        return cursor
+
+    def _join_or_connect(
+        self, cls: type[SessionStoreError], action: str, session_id: str
+    ) -> tuple[_Held | None, Connection | None]:
+        """This thread's lock transaction to join (same connection source or same
+        database), else a connection for a transaction of our own."""
+        stack = _transactions.stack
+        if not stack:
+            return None, self._get(cls, action, session_id)
+        pid = os.getpid()
+        for held in reversed(stack):
+            if held.source is self._source.key and held.pid == pid:
+                return held, None
+        conn = self._get(cls, action, session_id)
+        try:
+            identity = _identities.get(conn)
+            if identity is None:
+                with self._exchange(conn, self._answer, cls, action, session_id):
+                    identity = _identity_row(conn.execute(_IDENTITY))
+                _identities[conn] = identity
+        except BaseException:
+            self._source.put(conn)
+            raise
+        for held in reversed(stack):
+            if held.identity == identity and held.pid == pid:
+                self._source.put(conn)
+                return held, None
+        return None, conn
+
+    @contextmanager
+    def _reading(
+        self, cls: type[SessionStoreError], action: str, session_id: str | None
+    ) -> Iterator[Connection]:
+        """The lock transaction this backend works in, in this thread, if any (so a
+        read inside ``lock`` sees the transaction's writes); else a pooled connection."""
+        pid = os.getpid()
+        for held in reversed(_transactions.stack):
+            if held.pid == pid and (held.source is self._source.key or id(self) in held.members):
+                yield held.conn
+                return
+        conn = self._get(cls, action, session_id)
+        try:
+            yield conn
+        finally:
+            self._source.put(conn)
+
+    def _get(self, cls: type[SessionStoreError], action: str, session_id: str | None) -> Connection:
+        try:
+            return self._source.get()
+        except NoConnectionError as exc:
+            what = f"session {session_id!r}: " if session_id is not None else ""
+            message = f"{what}cannot {action} in {self.description}: {exc}"
+            if issubclass(cls, SessionWriteError):
+                message += "; nothing was written"
+            path = self.location(session_id) if session_id is not None else self.description
+            raise cls(message, session_id=session_id, path=path) from None
+
+    def _check_committed(self, commit: Cursor, action: str, session_id: str | None) -> None:
+        # COMMIT of a transaction that failed earlier answers ROLLBACK, not an error.
+        if commit.statusmessage != "COMMIT":
+            what = f"session {session_id!r}: " if session_id is not None else ""
+            message = (
+                f"{what}cannot {action} in {self.description}: the transaction was rolled "
+                f"back ({commit.statusmessage}); nothing was written"
+            )
+            path = self.location(session_id) if session_id is not None else self.description
+            raise SessionWriteError(message, session_id=session_id, path=path)
+
+    # -- errors -----------------------------------------------------------------------
+
+    @contextmanager
+    def _exchange(
+        self,
+        conn: Connection,
+        seconds: float | None,
+        cls: type[SessionStoreError],
+        action: str,
+        session_id: str | None,
+        *,
+        commit_sent: bool = False,
+    ) -> Iterator[None]:
+        """One exchange with the server: bounded by ``seconds`` (the connection is
+        broken after that), its psycopg errors turned into the store's.
+
+        ``commit_sent``: the block sends COMMIT, so a connection lost in it leaves
+        the outcome unknown (``CommitUnknownError``).
+        """
+        with deadline(conn, seconds) as alarm:
+            try:
+                yield
+            except psycopg.Error as exc:
+                failure = exc
+            else:
+                return
+        lost = alarm.fired or conn.broken or conn.closed
+        raise self._error(
+            failure,
+            cls,
+            action,
+            session_id,
+            fired_after=seconds if alarm.fired else None,
+            unknown=commit_sent and lost,
+            lost=lost,
+        ) from failure
+
+    def _error(
+        self,
+        exc: psycopg.Error,
+        cls: type[SessionStoreError],
+        action: str,
+        session_id: str | None,
+        *,
+        fired_after: float | None,
+        unknown: bool,
+        lost: bool,
+    ) -> SessionStoreError:
+        what = f"session {session_id!r}: " if session_id is not None else ""
+        path = self.location(session_id) if session_id is not None else self.description
+        if isinstance(exc, pg_errors.LockNotAvailable):
+            return self._lock_timeout(session_id)
+        if isinstance(exc, pg_errors.DeadlockDetected):
+            return LockTimeoutError(
+                f"{what}the server found a deadlock in {self.description}: two writers "
+                "nest locks of the same sessions in opposite orders; nothing was written "
+                "(retry, or take nested sessions in one order)",
+                session_id=session_id,
+                path=path,
+            )
+        detail = scrub(str(exc).strip() or type(exc).__name__, self._source.secrets)
+        if fired_after is not None:
+            reason = (
+                f"the server did not answer within {fired_after:g} s (timeout={self.timeout:g}"
+                f"{'' if self.lock_timeout is None else f', lock_timeout={self.lock_timeout:g}'}"
+                "); the connection was closed"
+            )
+        elif isinstance(exc, pg_errors.UndefinedTable):
+            reason = f"table {self.table!r} does not exist; call setup() first"
+        elif isinstance(exc, pg_errors.QueryCanceled):
+            reason = f"the server cancelled the statement ({detail}; timeout={self.timeout})"
+        elif lost:
+            reason = f"the connection was lost ({detail})"
+        else:
+            reason = detail
+        message = f"{what}cannot {action} in {self.description}: {reason}"
+        if unknown:
+            message += (
+                "; COMMIT was sent but its answer was lost, so the write may or may not "
+                "have landed (never half-written): load the session to see, or retry "
+                "(a retried create or if_match save of the same document succeeds if it landed)"
+            )
+            return CommitUnknownError(message, session_id=session_id, path=path)
+        if issubclass(cls, SessionWriteError):
+            message += "; nothing was written"
+        return cls(message, session_id=session_id, path=path)
+
+    def _lock_timeout(self, session_id: str | None) -> LockTimeoutError:
+        return LockTimeoutError(
+            f"session {session_id!r} in {self.description}: lock not acquired within "
+            f"{self.lock_timeout} s; another writer holds it; nothing was written (raise "
+            "lock_timeout, or find the stuck client)",
+            session_id=session_id,
+            path=self.location(session_id) if session_id else self.description,
+        )
+
+    # -- statements -------------------------------------------------------------------
 
     def _statements(self) -> dict[str, sql.Composed]:
-        t = self._ident
-        columns = "(id, schema_version, document, etag, updated_at)"
-        values = "VALUES (%s, %s, %s, %s, now())"
+        # A conditional statement also reports what was stored before it ran (its
+        # subqueries see the snapshot taken when it started, after the lock): the
+        # etag, and whether those are our very bytes (compared only when the etags
+        # agree, so a large document is not read for nothing).
+        before = sql.SQL(
+            "(SELECT etag FROM {t} WHERE id = %(id)s),"
+            " (SELECT document = %(document)s FROM {t} WHERE id = %(id)s AND etag = %(etag)s)"
+        ).format(t=self._ident)
+        columns = sql.SQL("(id, schema_version, document, etag, updated_at)")
+        values = sql.SQL("VALUES (%(id)s, %(version)s, %(document)s, %(etag)s, now())")
         statements = {
             "read": "SELECT octet_length(document),"
             " CASE WHEN octet_length(document) <= %s THEN document END FROM {t} WHERE id = %s",
             "read_many": "SELECT id, octet_length(document),"
             " CASE WHEN octet_length(document) <= %s THEN document END FROM {t}"
             " WHERE id = ANY(%s)",
-            "etag": "SELECT etag FROM {t} WHERE id = %s",
             "exists": "SELECT 1 FROM {t} WHERE id = %s",
             # Byte order ("C"), not the database's locale: the same order as sorted().
             "list": 'SELECT id FROM {t} ORDER BY id COLLATE "C"',
-            "delete": "DELETE FROM {t} WHERE id = %s",
-            "insert": f"INSERT INTO {{t}} {columns} {values} ON CONFLICT (id) DO NOTHING",
-            "upsert": f"INSERT INTO {{t}} {columns} {values} ON CONFLICT (id) DO UPDATE SET"
+            "delete": "DELETE FROM {t} WHERE id = %(id)s",
+            "insert": "WITH done AS (INSERT INTO {t} {columns} {values}"
+            " ON CONFLICT (id) DO NOTHING RETURNING 1)"
+            " SELECT EXISTS (SELECT 1 FROM done), {before}",
+            "upsert": "INSERT INTO {t} {columns} {values} ON CONFLICT (id) DO UPDATE SET"
             " schema_version = EXCLUDED.schema_version, document = EXCLUDED.document,"
             " etag = EXCLUDED.etag, updated_at = EXCLUDED.updated_at",
-            "update_if": "UPDATE {t} SET schema_version = %s, document = %s, etag = %s,"
-            " updated_at = now() WHERE id = %s AND etag = %s",
+            "update_if": "WITH done AS (UPDATE {t} SET schema_version = %(version)s,"
+            " document = %(document)s, etag = %(etag)s, updated_at = now()"
+            " WHERE id = %(id)s AND etag = %(if_match)s RETURNING 1)"
+            " SELECT EXISTS (SELECT 1 FROM done), {before}",
         }
-        return {name: sql.SQL(text).format(t=t) for name, text in statements.items()}
-
-    def _key(self, session_id: str) -> int:
-        digest = hashlib.blake2b(
-            session_id.encode(), digest_size=8, key=self._lock_namespace
-        ).digest()
-        return int.from_bytes(digest, "big", signed=True)
-
-    @contextmanager
-    def _conn(self) -> Iterator[Connection]:
-        """The thread's lock transaction when it holds one, else a pooled connection."""
-        if self._held.conn is not None:
-            yield self._held.conn
-            return
-        with self._source.connection() as conn:
-            yield conn
-
-    @contextmanager
-    def _errors(
-        self, cls: type[SessionStoreError], action: str, session_id: str | None
-    ) -> Iterator[None]:
-        try:
-            yield
-        except pg_errors.LockNotAvailable as exc:
-            raise self._lock_timeout(session_id) from exc
-        except psycopg.Error as exc:
-            raise self._error(cls, action, session_id, exc) from exc
-
-    def _lock_timeout(self, session_id: str | None) -> LockTimeoutError:
-        return LockTimeoutError(
-            f"session {session_id!r} in {self.description}: lock not acquired within "
-            f"{self.lock_timeout} s; another writer holds it (raise lock_timeout, or find "
-            "the stuck client)",
-            session_id=session_id,
-            path=self.location(session_id) if session_id else self.description,
-        )
-
-    def _error(
-        self,
-        cls: type[SessionStoreError],
-        action: str,
-        session_id: str | None,
-        exc: psycopg.Error,
-        *,
-        may_have_landed: bool = False,
-    ) -> SessionStoreError:
-        what = f"session {session_id!r}: " if session_id is not None else ""
-        reason = str(exc).strip() or type(exc).__name__
-        if isinstance(exc, pg_errors.UndefinedTable):
-            reason = f"table {self.table!r} does not exist; call setup() first"
-        elif isinstance(exc, pg_errors.QueryCanceled):
-            reason = f"the statement timed out ({reason})"
-        message = f"{what}cannot {action} in {self.description}: {reason}"
-        if cls is SessionWriteError:
-            message += (
-                "; the commit may or may not have landed, but no document is half-written"
-                if may_have_landed
-                else "; nothing was written"
-            )
-        path = self.location(session_id) if session_id is not None else self.description
-        return cls(message, session_id=session_id, path=path)
+        return {
+            name: sql.SQL(text).format(t=self._ident, columns=columns, values=values, before=before)
+            for name, text in statements.items()
+        }
 
     def __repr__(self) -> str:
         return f"PostgresBackend({self._where!r}, table={self.table!r})"
 
 
-def _describe(conninfo: str) -> str:
-    """host:port/dbname of a conninfo, never its password."""
-    try:
-        params = conninfo_to_dict(conninfo)
-    except psycopg.Error:
-        return "<invalid conninfo>"
-    host = params.get("host") or params.get("hostaddr") or "localhost"
-    port = params.get("port") or "5432"
-    dbname = params.get("dbname") or params.get("user") or ""
-    return f"{host}:{port}/{dbname}"
+def _one(cursor: Cursor) -> tuple[Any, ...]:
+    row = cursor.fetchone()
+    assert row is not None  # a SELECT without FROM returns one row
+    return tuple(row)
+
+
+def _identity_row(cursor: Cursor) -> tuple[object, ...]:
+    return tuple(_one(cursor))
