@@ -375,6 +375,9 @@ def _process_main(job: _Job, barrier: Any, results: Any) -> None:
             seed=job.seed,
             deadline=time.monotonic() + job.timeout,
         )
+        close = getattr(store, "close", None)
+        if callable(close):
+            close()
     except BaseException:  # the parent reports it
         failures.append(f"worker process {job.prefix} failed:\n{traceback.format_exc()}")
     results.put((job.prefix, history, failures))
