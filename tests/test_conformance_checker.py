@@ -11,9 +11,11 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from sessionstore.testing import linearizable
 from sessionstore.testing.linearizable import FINAL, Op, State, check_history
 
 
@@ -146,6 +148,24 @@ def test_sessions_are_checked_one_by_one() -> None:
     assert len(problems) == 2
     assert "token 'a' was never written" in problems[0]
     assert problems[1].startswith("session 'two': no order")
+
+
+def test_a_search_that_gives_up_says_so(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(linearizable, "_SEARCH_BUDGET", 1)
+    history = [
+        op("x", "append", 0, 10, token="a", value=("b", "a")),
+        op("y", "append", 1, 9, token="b", value=("b",)),
+    ]
+    problems = check_history(history)
+    assert len(problems) == 1
+    assert problems[0].startswith("session 's': undecided: the search for an order of its 2")
+
+
+def test_a_long_report_is_cut_short() -> None:
+    history = [op("w", "load", i, i, "error", error="boom") for i in range(100)]
+    problems = check_history(history)
+    assert len(problems) == 41
+    assert problems[-1] == "... and 60 more violations"
 
 
 # -- generated histories ----------------------------------------------------------------

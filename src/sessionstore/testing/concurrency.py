@@ -84,7 +84,7 @@ class Sizes:
     """How much concurrency the rules use, and how long before a wait counts as a hang.
 
     ``from_environment`` reads the knobs ``SESSIONSTORE_CONFORMANCE_OPS`` (calls per
-    worker, default 40), ``SESSIONSTORE_CONFORMANCE_TIMEOUT`` (seconds, default 20)
+    worker, default 100), ``SESSIONSTORE_CONFORMANCE_TIMEOUT`` (seconds, default 20)
     and ``SESSIONSTORE_CONFORMANCE_SEED`` (default: a new random seed each run; a
     failure report names the seed it used).
     """
@@ -94,10 +94,10 @@ class Sizes:
     processes: int = 2
     """Worker processes, when the storage can be reached from another process."""
     threads_per_process: int = 2
-    ops: int = 40
+    ops: int = 100
     """Calls per worker."""
     timeout: float = 20.0
-    """A rule that has not finished after this many seconds (per 40 calls) has hung."""
+    """A rule that has not finished after this many seconds (per 100 calls) has hung."""
     seed: int = 0
 
     @classmethod
@@ -396,7 +396,7 @@ def record_history(
     threads. The history ends with one load of each id after every worker finished.
     Raises ``TypeError`` when the opener cannot be sent to another process.
     """
-    timeout = sizes.timeout * max(1, math.ceil(sizes.ops / 40))
+    timeout = sizes.timeout * max(1, math.ceil(sizes.ops / 100))
     deadline = time.monotonic() + timeout
     stores = [subject.store] * sizes.threads
     if subject.opener is not None and sizes.threads > 1:

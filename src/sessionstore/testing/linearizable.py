@@ -50,6 +50,8 @@ FINAL = "final"
 """The worker name of the loads made after every worker finished."""
 
 _SEARCH_BUDGET = 5_000_000
+_MAX_PROBLEMS = 40
+_CONTEXT = 20  # calls shown before and after the one that could not be placed
 
 
 @dataclass(frozen=True)
@@ -113,17 +115,41 @@ def check_history(ops: Iterable[Op]) -> list[str]:
         session_ops = by_session[session_id]
         problems += _direct_checks(session_ops, origin)
         placed, total, stuck = _search(session_ops)
-        if placed < total:
-            history = "\n    ".join(describe(op, origin) for op in sorted(session_ops, key=_start))
+        if placed < 0:
+            problems.append(
+                f"session {session_id!r}: undecided: the search for an order of its {total} "
+                f"calls gave up after {_SEARCH_BUDGET} states (too many concurrent calls to "
+                "check; lower SESSIONSTORE_CONFORMANCE_OPS)"
+            )
+        elif placed < total:
             blocker = (
                 f"; the first call it could not place: {describe(stuck, origin)}" if stuck else ""
             )
             problems.append(
                 f"session {session_id!r}: no order of its {total} calls consistent with real "
                 f"time gives the results observed (at best {placed} placed{blocker}). "
-                f"History:\n    {history}"
+                f"History{_excerpt(session_ops, stuck, origin)}"
             )
+    if len(problems) > _MAX_PROBLEMS:
+        more = len(problems) - _MAX_PROBLEMS
+        problems = [*problems[:_MAX_PROBLEMS], f"... and {more} more violations"]
     return problems
+
+
+def _excerpt(ops: Sequence[Op], stuck: Op | None, origin: int) -> str:
+    """The calls of one session by start time: all of them, or those around ``stuck``."""
+    ordered = sorted(ops, key=_start)
+    first, last = 0, len(ordered)
+    if len(ordered) > 2 * _CONTEXT and stuck is not None:
+        at = ordered.index(stuck)
+        first, last = max(0, at - _CONTEXT), min(len(ordered), at + _CONTEXT)
+    lines = [describe(op, origin) for op in ordered[first:last]]
+    label = (
+        ":"
+        if (first, last) == (0, len(ordered))
+        else f" (calls {first + 1}-{last} of {len(ordered)}):"
+    )
+    return label + "\n    " + "\n    ".join(lines)
 
 
 def _start(op: Op) -> tuple[int, int]:
@@ -279,7 +305,8 @@ def _search(ops: Sequence[Op]) -> tuple[int, int, Op | None]:
 
     Returns ``(placed, total, stuck)``: ``placed == total`` when one exists; otherwise
     the most calls any partial order placed, and the call that then had to come next
-    but could not. Calls with an unknown outcome count in neither.
+    but could not; ``placed == -1`` when the search gave up. Calls with an unknown
+    outcome count in neither.
     """
     ordered = sorted(ops, key=_start)
     calls = [op.call for op in ordered]
@@ -297,7 +324,7 @@ def _search(ops: Sequence[Op]) -> tuple[int, int, Op | None]:
     stack = [start]
     while stack:
         if len(seen) > _SEARCH_BUDGET:
-            break
+            return -1, total, None
         done, state = stack.pop()
         placed = (done & required).bit_count()
         if placed > best:
