@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import os
 import subprocess
 import sys
 import textwrap
@@ -88,6 +89,46 @@ def test_an_opener_that_cannot_reach_another_process_is_refused_clearly() -> Non
     subject = StoreUnderTest(store, opener=lambda: store)  # a lambda does not pickle
     with pytest.raises(TypeError, match=r"cannot be sent to another process.*multiprocess=False"):
         check_concurrent_history(subject, Sizes(ops=1))
+
+
+def opener_that_fails() -> MemorySessionStore:
+    """Module level, so that a worker process can unpickle it, and fail."""
+    msg = "no storage in this process"
+    raise RuntimeError(msg)
+
+
+def opener_that_exits() -> MemorySessionStore:
+    """A worker process that dies before it can report."""
+    os._exit(3)
+
+
+def test_a_worker_process_that_cannot_open_the_storage_is_reported() -> None:
+    subject = StoreUnderTest(MemorySessionStore(), opener=opener_that_fails)
+    violations = check_concurrent_history(subject, Sizes(threads=1, ops=5, timeout=60))
+    text = "\n".join(violations)
+    assert "worker process p0 failed" in text
+    assert "worker process p1 failed" in text
+    assert "RuntimeError: no storage in this process" in text
+
+
+def test_a_worker_process_that_dies_leaves_the_history_unchecked() -> None:
+    subject = StoreUnderTest(MemorySessionStore(), opener=opener_that_exits)
+    violations = check_concurrent_history(subject, Sizes(threads=1, ops=5, timeout=1))
+    assert "worker process p0 did not report within 1 s (exit code 3)" in "\n".join(violations)
+    assert violations[-1] == "the history was not checked: the calls of a lost process are unknown"
+
+
+def test_the_knobs_are_read_and_checked(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SESSIONSTORE_CONFORMANCE_OPS", "7")
+    monkeypatch.setenv("SESSIONSTORE_CONFORMANCE_SEED", "0")
+    monkeypatch.setenv("SESSIONSTORE_CONFORMANCE_TIMEOUT", "2.5")
+    assert Sizes.from_environment() == Sizes(ops=7, seed=0, timeout=2.5)
+    monkeypatch.setenv("SESSIONSTORE_CONFORMANCE_OPS", "many")
+    with pytest.raises(
+        ValueError,
+        match="SESSIONSTORE_CONFORMANCE_OPS must be an integer of at least 1, not 'many'",
+    ):
+        Sizes.from_environment()
 
 
 def test_the_suite_class_holds_every_rule_and_runs() -> None:

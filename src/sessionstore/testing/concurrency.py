@@ -69,14 +69,21 @@ _WEIGHTS = {
 }
 
 
-def _environment_int(name: str, default: int) -> int:
-    value = os.environ.get(name, "")
-    return int(value) if value.strip() else default
-
-
-def _environment_float(name: str, default: float) -> float:
-    value = os.environ.get(name, "")
-    return float(value) if value.strip() else default
+def _knob(name: str, default: float, kind: type[float] | type[int], minimum: float) -> Any:
+    """The environment variable ``name`` as a ``kind`` of at least ``minimum``, or
+    ``default`` when unset. Raises ``ValueError`` naming the variable."""
+    value = os.environ.get(name, "").strip()
+    if not value:
+        return default
+    try:
+        number = kind(value)
+    except ValueError:
+        number = None
+    if number is None or number < minimum:
+        what = "an integer" if kind is int else "a number"
+        msg = f"{name} must be {what} of at least {minimum}, not {value!r}"
+        raise ValueError(msg)
+    return number
 
 
 @dataclass(frozen=True)
@@ -104,11 +111,11 @@ class Sizes:
     def from_environment(cls) -> Sizes:
         """The default sizes, changed by the ``SESSIONSTORE_CONFORMANCE_*`` knobs."""
         # Not cryptography: a reproducible workload, a new one each run by default.
-        seed = _environment_int("SESSIONSTORE_CONFORMANCE_SEED", random.randrange(2**32))  # noqa: S311
+        seed = random.randrange(2**32)  # noqa: S311
         return cls(
-            ops=_environment_int("SESSIONSTORE_CONFORMANCE_OPS", cls.ops),
-            timeout=_environment_float("SESSIONSTORE_CONFORMANCE_TIMEOUT", cls.timeout),
-            seed=seed,
+            ops=_knob("SESSIONSTORE_CONFORMANCE_OPS", cls.ops, int, 1),
+            timeout=_knob("SESSIONSTORE_CONFORMANCE_TIMEOUT", cls.timeout, float, 0.1),
+            seed=_knob("SESSIONSTORE_CONFORMANCE_SEED", seed, int, 0),
         )
 
 
@@ -380,6 +387,7 @@ def _process_main(job: _Job, barrier: Any, results: Any) -> None:
             close()
     except BaseException:  # the parent reports it
         failures.append(f"worker process {job.prefix} failed:\n{traceback.format_exc()}")
+        barrier.abort()  # nobody waits for this process any longer
     results.put((job.prefix, history, failures))
 
 
@@ -387,13 +395,15 @@ def record_history(
     subject: StoreUnderTest,
     sizes: Sizes,
     session_ids: Sequence[str] = SHARED_IDS,
-) -> tuple[list[Op], list[str]]:
-    """Run the workload on ``subject`` and return its history and any hang or crash.
+) -> tuple[list[Op], list[str], bool]:
+    """Run the workload on ``subject``: its history, any hang or crash, and whether
+    the history is complete.
 
     Threads in this process share ``subject.store`` (one uses ``subject.opener()``
     when there is one); with ``subject.multiprocess`` and an opener, ``sizes.processes``
     processes (``spawn``) each open the storage with the opener and run their own
     threads. The history ends with one load of each id after every worker finished.
+    It is incomplete when a worker process never reported: its calls are unknown.
     Raises ``TypeError`` when the opener cannot be sent to another process.
     """
     timeout = sizes.timeout * max(1, math.ceil(sizes.ops / 100))
@@ -454,6 +464,9 @@ def record_history(
     )
     failures += local_failures
     reported = set()
+    # A child reports its own hung threads at its own deadline, which started after
+    # it was spawned: give it that long again before counting it as lost.
+    deadline += timeout
     for _ in processes:
         try:
             prefix, child_history, child_failures = results.get(
@@ -479,14 +492,20 @@ def record_history(
         final._call(
             session_id, "load", None, None, functools.partial(subject.store.load, session_id)
         )
-    return history + final.history, failures
+    return history + final.history, failures, len(reported) == len(processes)
 
 
 def check_concurrent_history(subject: StoreUnderTest, sizes: Sizes | None = None) -> list[str]:
     """Run the mixed workload and return every violation (empty: linearizable, no hang)."""
     sizes = sizes if sizes is not None else Sizes.from_environment()
-    history, failures = record_history(subject, sizes)
-    violations = failures + check_history(history)
+    history, failures, complete = record_history(subject, sizes)
+    if complete:
+        violations = failures + check_history(history)
+    else:
+        violations = [
+            *failures,
+            "the history was not checked: the calls of a lost process are unknown",
+        ]
     if violations:
         violations.insert(
             0,
