@@ -14,6 +14,7 @@ times of the run there (they are never asserted).
 | ignored if_match | ``write`` writes whatever ``if_match`` says |
 | no-op lock | ``lock`` does nothing (over the memory and the file backend) |
 | ignored max_bytes | ``read`` returns documents over ``max_bytes`` |
+| no write limit | the store writes sessions over ``max_bytes`` (a store, not a backend) |
 """
 
 from __future__ import annotations
@@ -34,10 +35,11 @@ import pytest
 from hypothesis import settings
 from hypothesis.stateful import run_state_machine_as_test
 
-from sessionstore import BackendSessionStore, SessionStoreError
+from sessionstore import BackendSessionStore, SessionStoreError, StoredSession
 from sessionstore.backends.base import Backend, content_etag
 from sessionstore.backends.filesystem import FileSystemBackend
 from sessionstore.backends.memory import MemoryBackend
+from sessionstore.codec import encode
 from sessionstore.testing import StoreUnderTest
 from sessionstore.testing.concurrency import Sizes, check_concurrent_history
 from sessionstore.testing.conformance import (
@@ -211,6 +213,20 @@ def test_the_max_bytes_rule_catches_ignored_max_bytes() -> None:
         violations = check_max_bytes(store)
     assert any("returned it although max_bytes is 4096" in v for v in violations), violations
     assert check_max_bytes(memory(_Wrapper)().store) == []
+
+
+class NoWriteLimit(BackendSessionStore):
+    """A store that writes whatever size (issue 9, finding 6: sessionstore before 0.2)."""
+
+    def _encode(self, session: StoredSession) -> bytes:
+        return encode(session)
+
+
+def test_the_max_bytes_rule_catches_writes_that_ignore_max_bytes() -> None:
+    violations = check_max_bytes(NoWriteLimit(MemoryBackend()))
+    refused_on_load = [v for v in violations if "its own load refuses it" in v]
+    for method in ("save", "save(if_match=)", "create", "update", "append_messages"):
+        assert any(v.startswith(f"{method} of ") for v in refused_on_load), violations
 
 
 def test_the_concurrency_rule_catches_a_no_op_lock_over_memory() -> None:
