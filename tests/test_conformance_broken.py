@@ -223,7 +223,8 @@ class NoWriteLimit(BackendSessionStore):
 
 
 def test_the_max_bytes_rule_catches_writes_that_ignore_max_bytes() -> None:
-    violations = check_max_bytes(NoWriteLimit(MemoryBackend()))
+    with timed("max_bytes rule: NoWriteLimit"):
+        violations = check_max_bytes(NoWriteLimit(MemoryBackend()))
     refused_on_load = [v for v in violations if "its own load refuses it" in v]
     for method in ("save", "save(if_match=)", "create", "update", "append_messages"):
         assert any(v.startswith(f"{method} of ") for v in refused_on_load), violations
