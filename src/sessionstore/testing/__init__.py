@@ -28,6 +28,7 @@ pytest.register_assert_rewrite(
     "sessionstore.testing.conformance",
     "sessionstore.testing.concurrency",
     "sessionstore.testing.limits",
+    "sessionstore.testing.locks",
 )
 
 from sessionstore.testing.subject import StoreFactory, StoreUnderTest  # noqa: E402

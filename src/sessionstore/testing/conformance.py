@@ -48,14 +48,13 @@ from sessionstore.errors import ConflictError, SessionNotFoundError, SessionWrit
 from sessionstore.models import MAX_TOKENS, StoredSession
 from sessionstore.store import BackendSessionStore
 from sessionstore.testing import strategies as sst
-from sessionstore.testing.concurrency import (
-    Sizes,
-    check_concurrent_history,
+from sessionstore.testing.concurrency import Sizes, check_concurrent_history
+from sessionstore.testing.limits import check_max_bytes
+from sessionstore.testing.locks import (
     check_concurrent_nested_writes,
     check_fork_while_locked,
     check_two_stores,
 )
-from sessionstore.testing.limits import check_max_bytes
 from sessionstore.testing.subject import StoreFactory, StoreUnderTest
 
 __all__ = [
@@ -504,7 +503,7 @@ def two_stores_test(factory: StoreFactory) -> Callable[[], None]:
 
 def nested_writes_test(factory: StoreFactory) -> Callable[[], None]:
     """A test: threads that each nest writes to their own sessions inside ``update``
-    never deadlock one another (see ``concurrency.check_concurrent_nested_writes``)."""
+    never deadlock one another (see ``locks.check_concurrent_nested_writes``)."""
 
     def test_nested_writes_in_concurrent_updates() -> None:
         subject = factory()
