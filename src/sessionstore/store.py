@@ -19,6 +19,7 @@ from sessionstore.backends.filesystem import FileSystemBackend
 from sessionstore.backends.memory import MemoryBackend
 from sessionstore.codec import decode, encode
 from sessionstore.errors import (
+    ConflictError,
     InvalidSessionIdDeleteError,
     InvalidSessionIdError,
     InvalidSessionIdLoadError,
@@ -76,16 +77,39 @@ class BackendSessionStore:
         """
         session = _validated(session)
         data = self._encode(session)
-        return self.backend.write(session.session_id, data, if_match=if_match)
+        try:
+            return self.backend.write(session.session_id, data, if_match=if_match)
+        except ConflictError:
+            # A retry after CommitUnknownError whose first attempt had landed: the
+            # same bytes are stored, so this save is done.
+            if self._stored_bytes_are(session.session_id, data):
+                return content_etag(data)
+            raise
 
     def create(self, session: StoredSession) -> str:
         """Store ``session`` only if no session has its id; return the etag.
 
-        Raises ``ConflictError`` (nothing written) when the id is taken, and what
-        ``save`` raises.
+        Raises ``ConflictError`` (nothing written) when the id is taken by another
+        session, and what ``save`` raises. A create of exactly what is stored succeeds
+        and returns its etag: it is a retry whose first attempt landed (after a
+        ``CommitUnknownError``), and retrying it is safe.
         """
         session = _validated(session)
-        return self.backend.create(session.session_id, self._encode(session))
+        data = self._encode(session)
+        try:
+            return self.backend.create(session.session_id, data)
+        except ConflictError:
+            # A retried create whose first attempt landed (CommitUnknownError): done.
+            if self._stored_bytes_are(session.session_id, data):
+                return content_etag(data)
+            raise
+
+    def _stored_bytes_are(self, session_id: str, data: bytes) -> bool:
+        with self.backend.lock(session_id):
+            try:
+                return self.backend.read(session_id, max_bytes=self.max_bytes) == data
+            except SessionStoreError:
+                return False
 
     def _encode(self, session: StoredSession) -> bytes:
         data = encode(session)

@@ -1,56 +1,103 @@
-"""The backend conformance suite: every backend must agree with a plain dict.
+"""The backend conformance suite: what every backend must do, as pytest tests.
 
-Run it against your own ``Backend`` in three lines::
+Run all of it against your own ``Backend`` with one factory and one line::
 
     from sessionstore import BackendSessionStore
-    from sessionstore.testing.conformance import StoreUnderTest, make_state_machine
+    from sessionstore.testing import StoreUnderTest
+    from sessionstore.testing.conformance import conformance_suite
 
-    TestMyBackend = make_state_machine(
-        lambda: StoreUnderTest(BackendSessionStore(MyBackend()))
-    ).TestCase
+    def subject() -> StoreUnderTest:  # called for every test and example: new, empty storage
+        backend = MyBackend.create_empty()
+        return StoreUnderTest(
+            BackendSessionStore(backend),
+            reopen=lambda: BackendSessionStore(MyBackend.open(backend.address)),
+            opener=functools.partial(open_my_store, backend.address),  # picklable
+            cleanup=backend.destroy,
+        )
 
-and the properties with ``round_trip_test(factory)`` and
-``delete_idempotence_test(factory)``. The factory is called once per Hypothesis
-example and must return a store over empty storage.
+    TestMyBackend = conformance_suite(subject)
+
+The pieces are also available one by one: ``make_state_machine(factory).TestCase``,
+``round_trip_test``, ``delete_idempotence_test``, ``concurrency_test``, ``fork_test``,
+``max_bytes_test``, ``two_stores_test`` and ``nested_writes_test``. ``docs/testing-kit.md``
+says what each checks, what a backend must do to pass, and which settings to use.
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterable
-from contextlib import AbstractContextManager
-from dataclasses import dataclass, replace
+from dataclasses import replace
+from datetime import datetime, timedelta, timezone
 
 import pytest
-from hypothesis import given
+from hypothesis import Phase, given, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import (
-    Bundle,
     RuleBasedStateMachine,
     initialize,
     invariant,
     precondition,
     rule,
+    run_state_machine_as_test,
 )
 
-from sessionstore.backends.base import Backend, content_etag
+from sessionstore.backends.base import Backend
 from sessionstore.codec import encode
 from sessionstore.errors import ConflictError, SessionNotFoundError, SessionWriteError
 from sessionstore.models import MAX_TOKENS, StoredSession
 from sessionstore.store import BackendSessionStore
 from sessionstore.testing import strategies as sst
+from sessionstore.testing.concurrency import Sizes, check_concurrent_history
+from sessionstore.testing.limits import check_max_bytes
+from sessionstore.testing.locks import (
+    check_concurrent_nested_writes,
+    check_fork_while_locked,
+    check_two_stores,
+)
+from sessionstore.testing.subject import StoreFactory, StoreUnderTest
 
 __all__ = [
     "IDS",
+    "NEVER_ISSUED_ETAG",
+    "StoreFactory",
     "StoreUnderTest",
     "check_delete_idempotence",
     "check_round_trip",
+    "concurrency_test",
+    "conformance_suite",
     "delete_idempotence_test",
+    "fork_test",
     "make_state_machine",
+    "max_bytes_test",
+    "nested_writes_test",
     "round_trip_test",
+    "two_stores_test",
 ]
 
 IDS = st.sampled_from(["a", "b", "c-1", "D_2", "x" * 128])
 """A small id pool, so saves, loads and deletes collide."""
+
+NEVER_ISSUED_ETAG = "etag-that-no-store-issued"
+"""An ``if_match`` token no write returned: it must never match."""
+
+_TEXTS = st.sampled_from(["", "hi", "e\u0301t\u00e9", "\U0001f600", "\x00", "two\nlines"])
+_WHEN = st.sampled_from(
+    [None, datetime(2024, 2, 29, 23, 59, 59, 999999, tzinfo=timezone(timedelta(hours=-9)))]
+)
+# The machine checks sequences of calls, so its values are few and fixed: a
+# counterexample then shrinks in seconds, not minutes (each shrink attempt replays the
+# whole sequence). Values of every kind are the round-trip property's job.
+_SESSIONS = st.builds(
+    StoredSession,
+    session_id=IDS,
+    messages=st.lists(_TEXTS, max_size=3).map(tuple),
+    input_tokens=st.sampled_from([0, 7, MAX_TOKENS]),
+    output_tokens=st.sampled_from([0, 3]),
+    created_at=_WHEN,
+    updated_at=_WHEN,
+    metadata=st.sampled_from([{}, {"k": "v"}, {"nested": {"list": [1, None, 2.5, "\u00e9"]}}]),
+)
 
 _OPS = st.lists(
     st.tuples(st.sampled_from(["save", "delete"]), st.sampled_from(["a", "b", "c"])),
@@ -58,111 +105,132 @@ _OPS = st.lists(
 )
 
 
-@dataclass
-class StoreUnderTest:
-    """One store over empty storage, and what the suite may do with it.
+class _ConformanceMachine(RuleBasedStateMachine):
+    """Drives a store and a dict with the same calls; they must agree after every step.
 
-    ``reopen`` returns a new handle on the same storage (closing the old one if it
-    must); ``failing_save`` returns a context manager inside which a ``save`` fails
-    with ``SessionWriteError`` before anything lands; ``check`` is an extra invariant
-    (for example: no temporary files); ``cleanup`` releases the storage.
+    Etags are treated as opaque tokens. What is checked: the etag a write returns is
+    the one ``load_with_etag`` then gives (until the next write); one etag is never
+    given to two different contents of a session (even across a delete); saving the
+    same content again gives the same etag; a current etag makes ``if_match``
+    succeed, and a stale one (an etag of other content) or one never issued fails it.
     """
 
-    store: BackendSessionStore
-    reopen: Callable[[], BackendSessionStore] | None = None
-    failing_save: Callable[[], AbstractContextManager[object]] | None = None
-    check: Callable[[], None] | None = None
-    cleanup: Callable[[], None] | None = None
-
-    def close(self) -> None:
-        """Run ``cleanup`` if there is one."""
-        if self.cleanup is not None:
-            self.cleanup()
-
-
-StoreFactory = Callable[[], StoreUnderTest]
-
-
-def _with_id(session: StoredSession, session_id: str) -> StoredSession:
-    return replace(session, session_id=session_id)
-
-
-_PLACEHOLDER = sst.sessions(ids=st.just("placeholder"))
-
-
-class _ConformanceMachine(RuleBasedStateMachine):
-    """Drives a store and a dict with the same calls; they must agree after every step."""
-
     factory: StoreFactory
-    ids = Bundle("ids")
 
     def __init__(self) -> None:
         super().__init__()
         self.subject = type(self).factory()
         self.store = self.subject.store
         self.model: dict[str, StoredSession] = {}
-        self.etags: dict[str, str] = {}
+        # The etag of the stored version, when known (after an append or an update it
+        # is learnt from the next load_with_etag).
+        self.etags: dict[str, str | None] = {}
+        # Per id: every etag seen and the content it stood for; the etag of each
+        # content written by save or create.
+        self.contents: dict[str, dict[str, bytes]] = {}
+        self.saved: dict[str, dict[bytes, str]] = {}
+
+    def _learn(self, session: StoredSession, etag: str, *, saved: bool) -> None:
+        session_id = session.session_id
+        content = encode(session)
+        seen = self.contents.setdefault(session_id, {})
+        assert seen.get(etag, content) == content, (
+            f"etag {etag!r} of session {session_id!r} was given to two different contents"
+        )
+        seen[etag] = content
+        if saved:
+            earlier = self.saved.setdefault(session_id, {}).setdefault(content, etag)
+            assert earlier == etag, (
+                f"saving the same content of session {session_id!r} gave etag {etag!r}, "
+                f"and {earlier!r} before"
+            )
+        self.etags[session_id] = etag
+
+    def _current_etag(self, session_id: str) -> str:
+        etag = self.etags.get(session_id)
+        if etag is None:
+            session, etag = self.store.load_with_etag(session_id)
+            assert session == self.model[session_id]
+            self._learn(session, etag, saved=False)
+        return etag
 
     @initialize()
     def start_empty(self) -> None:
         assert isinstance(self.store.backend, Backend)
         assert self.store.list() == []
 
-    @rule(target=ids, session_id=IDS)
-    def add_id(self, session_id: str) -> str:
-        return session_id
-
-    @rule(session_id=ids, session=_PLACEHOLDER)
-    def save(self, session_id: str, session: StoredSession) -> None:
-        session = _with_id(session, session_id)
+    @rule(session=_SESSIONS)
+    def save(self, session: StoredSession) -> None:
         etag = self.store.save(session)
-        # Etags are the digest of the encoded bytes: equal across every backend.
-        assert etag == content_etag(encode(session))
-        self.model[session_id] = session
-        self.etags[session_id] = etag
+        self.model[session.session_id] = session
+        self._learn(session, etag, saved=True)
 
-    @rule(session_id=ids, session=_PLACEHOLDER)
-    def create(self, session_id: str, session: StoredSession) -> None:
-        session = _with_id(session, session_id)
-        if session_id in self.model:
+    @precondition(lambda self: bool(self.model))
+    @rule(data=st.data())
+    def save_the_same_content_again(self, data: st.DataObject) -> None:
+        session = self.model[data.draw(st.sampled_from(sorted(self.model)), label="session_id")]
+        self._learn(session, self.store.save(session), saved=True)
+
+    @rule(session=_SESSIONS)
+    def create(self, session: StoredSession) -> None:
+        if session.session_id in self.model and session == self.model[session.session_id]:
+            # A create of exactly what is stored is a retry whose first attempt landed
+            # (after CommitUnknownError): it succeeds, with the current etag.
+            etag = self.store.create(session)
+            assert etag == self.store.load_with_etag(session.session_id)[1]
+        elif session.session_id in self.model:
             with pytest.raises(ConflictError):
                 self.store.create(session)
         else:
-            self.etags[session_id] = self.store.create(session)
-            self.model[session_id] = session
+            etag = self.store.create(session)
+            self.model[session.session_id] = session
+            self._learn(session, etag, saved=True)
 
-    @rule(session_id=ids)
+    @rule(session_id=IDS)
     def load(self, session_id: str) -> None:
         if session_id in self.model:
             session, etag = self.store.load_with_etag(session_id)
             assert session == self.model[session_id]
-            assert etag == self.etags[session_id]
+            known = self.etags.get(session_id)
+            assert known in (None, etag), (
+                f"load_with_etag({session_id!r}) gives etag {etag!r}; the last write gave {known!r}"
+            )
+            self._learn(session, etag, saved=False)
         else:
             with pytest.raises(SessionNotFoundError):
                 self.store.load(session_id)
 
-    @rule(session_id=ids, session=_PLACEHOLDER)
-    def save_if_match_current(self, session_id: str, session: StoredSession) -> None:
-        session = _with_id(session, session_id)
+    @rule(session=_SESSIONS)
+    def save_if_match_current(self, session: StoredSession) -> None:
+        session_id = session.session_id
         if session_id not in self.model:
             with pytest.raises(ConflictError):
-                self.store.save(session, if_match=content_etag(b"never stored"))
+                self.store.save(session, if_match=NEVER_ISSUED_ETAG)
             return
-        etag = self.store.save(session, if_match=self.etags[session_id])
+        etag = self.store.save(session, if_match=self._current_etag(session_id))
         self.model[session_id] = session
-        self.etags[session_id] = etag
+        self._learn(session, etag, saved=True)
 
-    @rule(session_id=ids, session=_PLACEHOLDER)
-    def save_if_match_stale(self, session_id: str, session: StoredSession) -> None:
-        session = _with_id(session, session_id)
-        stale = content_etag(b"a version that was never stored")
+    @rule(session=_SESSIONS, data=st.data())
+    def save_if_match_stale(self, session: StoredSession, data: st.DataObject) -> None:
+        session_id = session.session_id
+        current = self.model.get(session_id)
+        current_content = encode(current) if current is not None else None
+        # In the order they were seen, not sorted: etag values may differ from run to
+        # run (append_messages stamps the time), and Hypothesis replays draws by index.
+        stale = [
+            etag
+            for etag, content in self.contents.get(session_id, {}).items()
+            if content != current_content
+        ]
+        etag = data.draw(st.sampled_from([NEVER_ISSUED_ETAG, *stale]), label="stale etag")
         with pytest.raises(ConflictError):
-            self.store.save(session, if_match=stale)
+            self.store.save(session, if_match=etag)
 
     @rule(
-        session_id=ids,
-        messages=st.lists(sst.texts(max_size=20), max_size=3),
-        tokens=st.integers(0, 5),
+        session_id=IDS,
+        messages=st.lists(_TEXTS, max_size=3),
+        tokens=st.sampled_from([0, 1, 5]),
     )
     def append_messages(self, session_id: str, messages: list[str], tokens: int) -> None:
         current = self.model.get(session_id)
@@ -179,9 +247,9 @@ class _ConformanceMachine(RuleBasedStateMachine):
             assert new.created_at == current.created_at
             assert new.metadata == current.metadata
         self.model[session_id] = new
-        self.etags[session_id] = content_etag(encode(new))
+        self.etags[session_id] = None
 
-    @rule(session_id=ids, message=sst.texts(max_size=20))
+    @rule(session_id=IDS, message=_TEXTS)
     def update(self, session_id: str, message: str) -> None:
         def add(session: StoredSession) -> StoredSession:
             return replace(session, messages=(*session.messages, message))
@@ -193,9 +261,9 @@ class _ConformanceMachine(RuleBasedStateMachine):
         new = self.store.update(session_id, add)
         assert new == add(self.model[session_id])
         self.model[session_id] = new
-        self.etags[session_id] = content_etag(encode(new))
+        self.etags[session_id] = None
 
-    @rule(session_id=ids)
+    @rule(session_id=IDS)
     def update_that_raises_writes_nothing(self, session_id: str) -> None:
         def boom(session: StoredSession) -> StoredSession:
             raise RuntimeError(f"update function failed on {session.session_id}")
@@ -206,14 +274,19 @@ class _ConformanceMachine(RuleBasedStateMachine):
         with pytest.raises(expected):
             self.store.update(session_id, boom)
 
-    @rule(session_id=ids)
+    @rule(session_id=IDS)
     def delete(self, session_id: str) -> None:
-        assert self.store.delete(session_id) is (session_id in self.model)
-        assert self.store.delete(session_id) is False
+        existed = session_id in self.model
+        assert self.store.delete(session_id) is existed, (
+            f"delete({session_id!r}) must return {existed}"
+        )
+        assert self.store.delete(session_id) is False, (
+            f"a second delete({session_id!r}) must return False"
+        )
         self.model.pop(session_id, None)
         self.etags.pop(session_id, None)
 
-    @rule(session_id=ids)
+    @rule(session_id=IDS)
     def exists(self, session_id: str) -> None:
         assert self.store.exists(session_id) is (session_id in self.model)
 
@@ -224,11 +297,11 @@ class _ConformanceMachine(RuleBasedStateMachine):
         self.store = self.subject.reopen()
 
     @precondition(lambda self: self.subject.failing_save is not None)
-    @rule(session_id=ids, session=_PLACEHOLDER)
-    def save_fails_before_it_lands(self, session_id: str, session: StoredSession) -> None:
+    @rule(session=_SESSIONS)
+    def save_fails_before_it_lands(self, session: StoredSession) -> None:
         assert self.subject.failing_save is not None
         with self.subject.failing_save(), pytest.raises(SessionWriteError):
-            self.store.save(_with_id(session, session_id))
+            self.store.save(session)
         # The model is unchanged: the old version (or nothing) must still be there;
         # the invariants and the next load check it.
 
@@ -251,20 +324,43 @@ def make_state_machine(
     """A state machine class checking the stores ``factory`` makes against a dict model.
 
     Use ``make_state_machine(factory).TestCase`` as a test class (pytest or
-    unittest). Rules: save, create, load (with etag), save with a current or stale
-    ``if_match``, append_messages, update (also one that raises), delete (twice),
-    exists, and, when the subject offers them, reopen and a failing save.
+    unittest). Rules: save (also of the same content again), create, load (with
+    etag), save with a current, stale or never-issued ``if_match``, append_messages,
+    update (also one that raises), delete (twice), exists, and, when the subject
+    offers them, reopen and a failing save; after every step the listing must match.
+    Sessions are drawn from a few fixed values and carry their real id, so a
+    counterexample shrinks in seconds and reads as the calls that failed.
+
+    ``TestCase.settings`` is the Hypothesis profile loaded when this is called, with
+    ``deadline=None``, every health check off (as Hypothesis does for state machines),
+    without the ``explain`` phase (it costs tens of seconds per failure) and with
+    ``report_multiple_bugs=False``. Assign ``TestCase.settings`` to change that.
     """
-    return type(name, (_ConformanceMachine,), {"factory": staticmethod(factory)})
+    machine: type[_ConformanceMachine] = type(
+        name, (_ConformanceMachine,), {"factory": staticmethod(factory)}
+    )
+    test_case = machine.TestCase  # Hypothesis builds it with the profile loaded now
+    # Hypothesis's explain phase replays a failing sequence hundreds of times to mark
+    # the values that did not matter: 20 to 300 seconds per failure here. And one
+    # shrunk bug at a time is what a backend author needs.
+    test_case.settings = settings(
+        test_case.settings,
+        phases=[phase for phase in test_case.settings.phases if phase is not Phase.explain],
+        report_multiple_bugs=False,
+    )
+    # Pinned on the class, so every use of machine.TestCase has these settings.
+    setattr(machine, "TestCase", test_case)  # noqa: B010  # mypy: TestCase is read-only
+    return machine
 
 
 def check_round_trip(store: BackendSessionStore, session: StoredSession) -> None:
-    """Save ``session`` and load it back equal, with the etag of its encoded bytes."""
+    """Save ``session``, load it back equal with the etag ``save`` returned; saving it
+    again gives the same etag; it exists and is listed."""
     etag = store.save(session)
-    assert etag == content_etag(encode(session))
     loaded, loaded_etag = store.load_with_etag(session.session_id)
     assert loaded == session
-    assert loaded_etag == etag
+    assert loaded_etag == etag, "load_with_etag must give the etag that save returned"
+    assert store.save(session) == etag, "saving the same content again must give the same etag"
     assert store.exists(session.session_id)
     assert session.session_id in store.list()
 
@@ -329,3 +425,130 @@ def delete_idempotence_test(factory: StoreFactory) -> Callable[[], None]:
             subject.close()
 
     return test_delete_idempotence
+
+
+def _report(rule: str, violations: list[str]) -> str:
+    return f"{rule}: {len(violations)} finding(s)\n" + "\n".join(violations)
+
+
+def concurrency_test(factory: StoreFactory, sizes: Sizes | None = None) -> Callable[[], None]:
+    """A test: threads and processes mix every write on shared ids; the history they
+    record must be linearizable (see ``concurrency.check_concurrent_history``).
+
+    Processes take part when the subject has an ``opener`` and ``multiprocess``; else
+    threads only. Sizes come from ``Sizes.from_environment()`` unless given.
+    """
+
+    def test_concurrent_history_is_linearizable() -> None:
+        subject = factory()
+        try:
+            violations = check_concurrent_history(subject, sizes)
+        finally:
+            subject.close()
+        assert not violations, _report("concurrent history", violations)
+
+    return test_concurrent_history_is_linearizable
+
+
+def _timeout() -> float:
+    return Sizes.from_environment().timeout
+
+
+def fork_test(factory: StoreFactory) -> Callable[[], None]:
+    """A test: a fork while another thread holds a session's lock hangs neither the
+    child nor the parent, and (when the storage is shared across processes,
+    ``multiprocess``) both their writes land. Skipped where ``os.fork`` does not exist."""
+
+    def test_fork_while_a_lock_is_held() -> None:
+        if not hasattr(os, "fork"):
+            pytest.skip("os.fork is not available on this platform")
+        subject = factory()
+        try:
+            violations = check_fork_while_locked(subject, _timeout())
+        finally:
+            subject.close()
+        assert not violations, _report("fork while a lock is held", violations)
+
+    return test_fork_while_a_lock_is_held
+
+
+def max_bytes_test(factory: StoreFactory) -> Callable[[], None]:
+    """A test: no write acknowledges a session its own load refuses, on every write
+    method, and documents over ``max_bytes`` are refused on load
+    (see ``limits.check_max_bytes``)."""
+
+    def test_max_bytes_holds_on_every_write() -> None:
+        subject = factory()
+        try:
+            violations = check_max_bytes(subject.store)
+        finally:
+            subject.close()
+        assert not violations, _report("max_bytes", violations)
+
+    return test_max_bytes_holds_on_every_write
+
+
+def two_stores_test(factory: StoreFactory) -> Callable[[], None]:
+    """A test: two store objects on one storage; nested writes through one inside the
+    other's ``update`` do not deadlock, and each sees the other's writes. Skipped
+    without an ``opener``."""
+
+    def test_two_store_objects_on_one_storage() -> None:
+        subject = factory()
+        try:
+            if subject.opener is None:
+                pytest.skip("needs StoreUnderTest.opener (a second store on the same storage)")
+            violations = check_two_stores(subject, _timeout())
+        finally:
+            subject.close()
+        assert not violations, _report("two store objects", violations)
+
+    return test_two_store_objects_on_one_storage
+
+
+def nested_writes_test(factory: StoreFactory) -> Callable[[], None]:
+    """A test: threads that each nest writes to their own sessions inside ``update``
+    never deadlock one another (see ``locks.check_concurrent_nested_writes``)."""
+
+    def test_nested_writes_in_concurrent_updates() -> None:
+        subject = factory()
+        try:
+            violations = check_concurrent_nested_writes(subject, _timeout())
+        finally:
+            subject.close()
+        assert not violations, _report("nested writes", violations)
+
+    return test_nested_writes_in_concurrent_updates
+
+
+def conformance_suite(
+    factory: StoreFactory, *, name: str = "TestStoreConformance", sizes: Sizes | None = None
+) -> type:
+    """A pytest test class holding every test of the suite for the stores ``factory`` makes.
+
+    Assign it to a name starting with ``Test`` in a test module. Its tests: the state
+    machine, round trip, delete idempotence, concurrent history, fork, ``max_bytes``,
+    two store objects and nested writes.
+    """
+    machine = make_state_machine(factory, name=f"{name}Machine")
+    tests: dict[str, Callable[[], None]] = {
+        "test_state_machine": lambda: run_state_machine_as_test(machine),
+        "test_round_trip": round_trip_test(factory),
+        "test_delete_idempotence": delete_idempotence_test(factory),
+        "test_concurrent_history_is_linearizable": concurrency_test(factory, sizes),
+        "test_fork_while_a_lock_is_held": fork_test(factory),
+        "test_max_bytes_holds_on_every_write": max_bytes_test(factory),
+        "test_two_store_objects_on_one_storage": two_stores_test(factory),
+        "test_nested_writes_in_concurrent_updates": nested_writes_test(factory),
+    }
+
+    def method(test: Callable[[], None]) -> Callable[[object], None]:
+        def run(_self: object) -> None:
+            test()
+
+        run.__doc__ = test.__doc__
+        return run
+
+    namespace: dict[str, object] = {test_name: method(test) for test_name, test in tests.items()}
+    namespace["__doc__"] = f"The sessionstore conformance suite for {factory!r}."
+    return type(name, (), namespace)

@@ -1,0 +1,502 @@
+"""The concurrency rule of the conformance suite: a recorded history must be linearizable.
+
+``check_concurrent_history``: threads (and, when the storage allows, processes) mix
+``update``, plain ``save``, conditional ``save`` (``load_with_etag`` then
+``save(if_match=)``), ``create``, ``delete``, ``append_messages`` and ``load`` on a
+few shared ids; the recorded history is checked by
+``sessionstore.testing.linearizable``. It returns a list of violations (empty: the
+rule holds). Workers meet at barriers, never wait on a timer; the only timeouts are
+hang guards, reported as violations when they expire. The lock rules (fork, two
+store objects, nested writes) are in ``sessionstore.testing.locks``.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import multiprocessing
+import os
+import pickle
+import random
+import sys
+import threading
+import time
+import traceback
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field, replace
+from typing import Any, TypeVar
+
+from sessionstore.errors import ConflictError, SessionNotFoundError
+from sessionstore.models import StoredSession
+from sessionstore.store import BackendSessionStore
+from sessionstore.testing.linearizable import FINAL, Op, check_history
+from sessionstore.testing.subject import StoreUnderTest
+
+__all__ = ["SHARED_IDS", "Sizes", "check_concurrent_history", "record_history"]
+
+SHARED_IDS = ("shared-1", "shared-2", "shared-3")
+"""The sessions every worker of the history rule writes to."""
+
+_WEIGHTS = {
+    "load": 10,
+    "save": 10,
+    "create": 8,
+    "cas": 20,
+    "update": 20,
+    "append": 22,
+    "delete": 10,
+}
+
+
+def _knob(name: str, default: float, kind: type[float] | type[int], minimum: float) -> Any:
+    """The environment variable ``name`` as a ``kind`` of at least ``minimum``, or
+    ``default`` when unset. Raises ``ValueError`` naming the variable."""
+    value = os.environ.get(name, "").strip()
+    if not value:
+        return default
+    try:
+        number = kind(value)
+    except ValueError:
+        number = None
+    if number is None or number < minimum:
+        what = "an integer" if kind is int else "a number"
+        msg = f"{name} must be {what} of at least {minimum}, not {value!r}"
+        raise ValueError(msg)
+    return number
+
+
+@dataclass(frozen=True)
+class Sizes:
+    """How much concurrency the rules use, and how long before a wait counts as a hang.
+
+    ``from_environment`` reads the knobs ``SESSIONSTORE_CONFORMANCE_OPS`` (calls per
+    worker, default 100), ``SESSIONSTORE_CONFORMANCE_TIMEOUT`` (seconds, default 20)
+    and ``SESSIONSTORE_CONFORMANCE_SEED`` (default: a new random seed each run; a
+    failure report names the seed it used).
+    """
+
+    threads: int = 3
+    """Worker threads in the test's own process (one uses a second store object)."""
+    processes: int = 2
+    """Worker processes, when the storage can be reached from another process."""
+    threads_per_process: int = 2
+    ops: int = 100
+    """Calls per worker."""
+    timeout: float = 20.0
+    """A rule that has not finished after this many seconds (per 100 calls) has hung."""
+    seed: int = 0
+
+    @classmethod
+    def from_environment(cls) -> Sizes:
+        """The default sizes, changed by the ``SESSIONSTORE_CONFORMANCE_*`` knobs."""
+        # Not cryptography: a reproducible workload, a new one each run by default.
+        seed = random.randrange(2**32)  # noqa: S311
+        return cls(
+            ops=_knob("SESSIONSTORE_CONFORMANCE_OPS", cls.ops, int, 1),
+            timeout=_knob("SESSIONSTORE_CONFORMANCE_TIMEOUT", cls.timeout, float, 0.1),
+            seed=_knob("SESSIONSTORE_CONFORMANCE_SEED", seed, int, 0),
+        )
+
+
+# -- sessions made of tokens ------------------------------------------------------------
+
+
+def token_session(session_id: str, messages: tuple[str, ...]) -> StoredSession:
+    """A session of ``messages`` (tokens) with ``input_tokens`` equal to their number."""
+    return StoredSession(
+        session_id=session_id,
+        messages=messages,
+        input_tokens=len(messages),
+        output_tokens=0,
+    )
+
+
+def grown(session: StoredSession, token: str) -> StoredSession:
+    """``session`` with ``token`` appended and ``input_tokens`` one higher."""
+    return replace(
+        session,
+        messages=(*session.messages, token),
+        input_tokens=session.input_tokens + 1,
+    )
+
+
+# -- the history rule -----------------------------------------------------------------
+
+
+@dataclass
+class _Worker:
+    """One sequential client: draws calls at random and records each one."""
+
+    store: BackendSessionStore
+    name: str
+    session_ids: Sequence[str]
+    ops: int
+    seed: int
+    history: list[Op] = field(default_factory=list)
+    pending: Op | None = None
+
+    def run(self) -> None:
+        rng = random.Random(f"{self.seed}/{self.name}")  # noqa: S311  # a reproducible workload
+        kinds = list(_WEIGHTS)
+        weights = list(_WEIGHTS.values())
+        for number in range(self.ops):
+            session_id = rng.choice(self.session_ids)
+            kind = rng.choices(kinds, weights)[0]
+            self._one(session_id, kind, f"{self.name}.{number}")
+
+    def _one(self, session_id: str, kind: str, token: str) -> None:
+        store = self.store
+        if kind == "load":
+            self._call(session_id, "load", None, None, lambda: store.load(session_id))
+        elif kind == "save":
+            self._call(
+                session_id,
+                "save",
+                token,
+                None,
+                lambda: store.save(token_session(session_id, (token,))),
+            )
+        elif kind == "create":
+            self._call(
+                session_id,
+                "create",
+                token,
+                None,
+                lambda: store.create(token_session(session_id, (token,))),
+            )
+        elif kind == "update":
+            self._call(
+                session_id,
+                "update",
+                token,
+                None,
+                lambda: store.update(session_id, lambda current: _think(grown(current, token))),
+            )
+        elif kind == "append":
+            self._call(
+                session_id,
+                "append",
+                token,
+                None,
+                lambda: store.append_messages(session_id, [token], input_tokens=1),
+            )
+        elif kind == "delete":
+            self._call(session_id, "delete", None, None, lambda: store.delete(session_id))
+        else:
+            self._cas(session_id, token)
+
+    def _cas(self, session_id: str, token: str) -> None:
+        read: list[tuple[StoredSession, str]] = []
+
+        def load() -> StoredSession:
+            read.append(store.load_with_etag(session_id))
+            return read[0][0]
+
+        store = self.store
+        self._call(session_id, "load", None, None, load)
+        if not read:
+            return
+        current, etag = read[0]
+        _think(None)
+        self._call(
+            session_id,
+            "cas",
+            token,
+            current.messages,
+            lambda: store.save(grown(current, token), if_match=etag),
+        )
+
+    def _call(
+        self,
+        session_id: str,
+        kind: str,
+        token: str | None,
+        expected: tuple[str, ...] | None,
+        action: Callable[[], object],
+    ) -> None:
+        call = time.monotonic_ns()
+        self.pending = Op(self.name, session_id, kind, token, call, call, "error", expected)
+        value: tuple[str, ...] | None = None
+        count: int | None = None
+        error: str | None = None
+        try:
+            result = action()
+        except ConflictError as exc:
+            outcome = "conflict" if kind in ("create", "cas") else "error"
+            error = None if outcome == "conflict" else error_text(exc)
+        except SessionNotFoundError as exc:
+            outcome = "absent" if kind in ("load", "update") else "error"
+            error = None if outcome == "absent" else error_text(exc)
+        except Exception as exc:  # every other error is a finding to report
+            outcome, error = "error", error_text(exc)
+        else:
+            outcome = "ok"
+            if kind == "delete":
+                outcome = "deleted" if result is True else "absent"
+            if isinstance(result, StoredSession):
+                value, count = result.messages, result.input_tokens
+        self.history.append(
+            Op(
+                self.name,
+                session_id,
+                kind,
+                token,
+                call,
+                time.monotonic_ns(),
+                outcome,
+                expected,
+                value,
+                count,
+                error,
+            )
+        )
+        self.pending = None
+
+
+_T = TypeVar("_T")
+# sched_yield releases the GIL (and the CPU); time.sleep(0) does too where it is missing.
+_yield_processor: Callable[[], object] = getattr(os, "sched_yield", lambda: time.sleep(0))
+
+
+def _think(value: _T) -> _T:
+    """Give up the processor, as an update function or the "LLM call" between a load
+    and a conditional save does in real use, so other threads run in that window."""
+    _yield_processor()
+    return value
+
+
+def error_text(exc: BaseException) -> str:
+    """``Type: message`` of an exception, for a report."""
+    return f"{type(exc).__name__}: {exc}"
+
+
+_SWITCH_INTERVAL = 1e-5
+"""Seconds between forced switches of the running Python thread during the workload.
+
+The default (5 ms) is longer than a whole in-memory workload: threads would run one
+after the other and interleave nowhere. At 10 us they are preempted inside calls."""
+
+
+@contextmanager
+def _frequent_thread_switches() -> Iterator[None]:
+    previous = sys.getswitchinterval()
+    sys.setswitchinterval(_SWITCH_INTERVAL)
+    try:
+        yield
+    finally:
+        sys.setswitchinterval(previous)
+
+
+def _run_workers(
+    stores: Sequence[BackendSessionStore],
+    *,
+    prefix: str,
+    session_ids: Sequence[str],
+    ops: int,
+    seed: int,
+    deadline: float,
+) -> tuple[list[Op], list[str]]:
+    """Run one worker per store in its own thread, all released at once by a barrier.
+
+    A worker still running at ``deadline`` (``time.monotonic()``) is reported, and
+    the call it is stuck in is recorded with an unknown outcome.
+    """
+    workers = [
+        _Worker(store, f"{prefix}/t{index}", session_ids, ops, seed)
+        for index, store in enumerate(stores)
+    ]
+    barrier = threading.Barrier(len(workers))
+    failures: list[str] = []
+
+    def body(worker: _Worker) -> None:
+        try:
+            barrier.wait()
+            worker.run()
+        except BaseException:  # reported, not lost with the thread
+            failures.append(f"worker {worker.name} crashed:\n{traceback.format_exc()}")
+
+    threads = [
+        threading.Thread(
+            target=body, args=(worker,), name=f"conformance {worker.name}", daemon=True
+        )
+        for worker in workers
+    ]
+    with _frequent_thread_switches():
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(max(0.0, deadline - time.monotonic()))
+    history: list[Op] = []
+    for worker, thread in zip(workers, threads, strict=True):
+        history += worker.history
+        pending = worker.pending
+        if thread.is_alive() and pending is not None:
+            stuck = replace(pending, ret=time.monotonic_ns(), error="did not return (hung)")
+            history.append(stuck)
+            failures.append(
+                f"worker {worker.name} hung: its {pending.kind} of {pending.session_id!r} had "
+                "not returned when the rule's time ran out (a deadlock, or a lock never released)"
+            )
+    return history, failures
+
+
+@dataclass(frozen=True)
+class _Job:
+    """What a worker process needs: picklable, sent to it by ``spawn``."""
+
+    opener: Callable[[], BackendSessionStore]
+    prefix: str
+    threads: int
+    session_ids: tuple[str, ...]
+    ops: int
+    seed: int
+    timeout: float
+
+
+def _process_main(job: _Job, barrier: Any, results: Any) -> None:
+    """A worker process: open the storage, meet the others, run its threads, report."""
+    history: list[Op] = []
+    failures: list[str] = []
+    try:
+        store = job.opener()
+        barrier.wait(job.timeout)
+        history, failures = _run_workers(
+            [store] * job.threads,
+            prefix=job.prefix,
+            session_ids=job.session_ids,
+            ops=job.ops,
+            seed=job.seed,
+            deadline=time.monotonic() + job.timeout,
+        )
+        close = getattr(store, "close", None)
+        if callable(close):
+            close()
+    except BaseException:  # the parent reports it
+        failures.append(f"worker process {job.prefix} failed:\n{traceback.format_exc()}")
+        barrier.abort()  # nobody waits for this process any longer
+    results.put((job.prefix, history, failures))
+
+
+def record_history(
+    subject: StoreUnderTest,
+    sizes: Sizes,
+    session_ids: Sequence[str] = SHARED_IDS,
+) -> tuple[list[Op], list[str], bool]:
+    """Run the workload on ``subject``: its history, any hang or crash, and whether
+    the history is complete.
+
+    Threads in this process share ``subject.store`` (one uses ``subject.opener()``
+    when there is one); with ``subject.multiprocess`` and an opener, ``sizes.processes``
+    processes (``spawn``) each open the storage with the opener and run their own
+    threads. The history ends with one load of each id after every worker finished.
+    It is incomplete when a worker process never reported: its calls are unknown.
+    Raises ``TypeError`` when the opener cannot be sent to another process.
+    """
+    timeout = sizes.timeout * max(1, math.ceil(sizes.ops / 100))
+    deadline = time.monotonic() + timeout
+    stores = [subject.store] * sizes.threads
+    if subject.opener is not None and sizes.threads > 1:
+        stores[-1] = subject.opener()
+    failures: list[str] = []
+    processes: list[Any] = []
+    results: Any = None
+    if subject.opener is not None and subject.multiprocess and sizes.processes > 0:
+        try:
+            pickle.dumps(subject.opener)
+        except Exception as exc:
+            msg = (
+                f"StoreUnderTest.opener {subject.opener!r} cannot be sent to another process "
+                f"({exc}); make it a module-level function or a functools.partial of one, or "
+                "set multiprocess=False if the storage lives in this process only"
+            )
+            raise TypeError(msg) from exc
+        context = multiprocessing.get_context("spawn")
+        barrier = context.Barrier(sizes.processes + 1)
+        results = context.Queue()
+        processes = [
+            context.Process(
+                target=_process_main,
+                args=(
+                    _Job(
+                        subject.opener,
+                        prefix=f"p{index}",
+                        threads=sizes.threads_per_process,
+                        session_ids=tuple(session_ids),
+                        ops=sizes.ops,
+                        seed=sizes.seed,
+                        timeout=timeout,
+                    ),
+                    barrier,
+                    results,
+                ),
+                name=f"conformance worker p{index}",
+                daemon=True,
+            )
+            for index in range(sizes.processes)
+        ]
+        for process in processes:
+            process.start()
+        try:
+            barrier.wait(timeout)
+        except threading.BrokenBarrierError:
+            failures.append("the worker processes did not all start (see their reports below)")
+    history, local_failures = _run_workers(
+        stores,
+        prefix="main",
+        session_ids=session_ids,
+        ops=sizes.ops,
+        seed=sizes.seed,
+        deadline=deadline,
+    )
+    failures += local_failures
+    reported = set()
+    # A child reports its own hung threads at its own deadline, which started after
+    # it was spawned: give it that long again before counting it as lost.
+    deadline += timeout
+    for _ in processes:
+        try:
+            prefix, child_history, child_failures = results.get(
+                timeout=max(0.1, deadline - time.monotonic())
+            )
+        except Exception:  # queue.Empty: a child hung or died
+            break
+        reported.add(prefix)
+        history += child_history
+        failures += child_failures
+    for index, process in enumerate(processes):
+        process.join(max(0.1, deadline - time.monotonic()))
+        if process.is_alive():
+            process.kill()
+            process.join()
+        if f"p{index}" not in reported:
+            failures.append(
+                f"worker process p{index} did not report within {timeout:.0f} s "
+                f"(exit code {process.exitcode}): it hung or crashed"
+            )
+    final = _Worker(subject.store, FINAL, session_ids, 0, 0)
+    for session_id in session_ids:
+        final._call(
+            session_id, "load", None, None, functools.partial(subject.store.load, session_id)
+        )
+    return history + final.history, failures, len(reported) == len(processes)
+
+
+def check_concurrent_history(subject: StoreUnderTest, sizes: Sizes | None = None) -> list[str]:
+    """Run the mixed workload and return every violation (empty: linearizable, no hang)."""
+    sizes = sizes if sizes is not None else Sizes.from_environment()
+    history, failures, complete = record_history(subject, sizes)
+    if complete:
+        violations = failures + check_history(history)
+    else:
+        violations = [
+            *failures,
+            "the history was not checked: the calls of a lost process are unknown",
+        ]
+    if violations:
+        violations.insert(
+            0,
+            f"{len(violations)} violation(s) in a history of {len(history)} calls "
+            f"(seed {sizes.seed}; rerun with SESSIONSTORE_CONFORMANCE_SEED={sizes.seed}):",
+        )
+    return violations

@@ -1,0 +1,247 @@
+"""The classic broken backends: the conformance suite must catch each of them.
+
+Each broken backend wraps a working one and gets one thing wrong. Each test runs the
+part of the suite that should catch it and asserts that it does: a suite that passes
+these backends would prove nothing. ``docs/testing-kit.md`` has the time each took
+to be caught; with ``SESSIONSTORE_KIT_TIMINGS=path.json`` this module writes the
+times of the run there (they are never asserted).
+
+| backend | what it gets wrong |
+|---|---|
+| lost delete | ``delete`` returns True and unlists the id, but its bytes stay readable |
+| stale etag | ``write`` returns the etag of the version it replaced |
+| unsorted list | ``list_ids`` in insertion order |
+| ignored if_match | ``write`` writes whatever ``if_match`` says |
+| no-op lock | ``lock`` does nothing (over the memory and the file backend) |
+| ignored max_bytes | ``read`` returns documents over ``max_bytes`` |
+| no write limit | the store writes sessions over ``max_bytes`` (a store, not a backend) |
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import re
+import shutil
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import settings
+from hypothesis.stateful import run_state_machine_as_test
+
+from sessionstore import BackendSessionStore, SessionStoreError, StoredSession
+from sessionstore.backends.base import Backend, content_etag
+from sessionstore.backends.filesystem import FileSystemBackend
+from sessionstore.backends.memory import MemoryBackend
+from sessionstore.codec import encode
+from sessionstore.testing import StoreUnderTest
+from sessionstore.testing.concurrency import Sizes, check_concurrent_history
+from sessionstore.testing.conformance import (
+    check_delete_idempotence,
+    make_state_machine,
+)
+from sessionstore.testing.limits import check_max_bytes
+
+TIMINGS: dict[str, float] = {}
+
+
+class _Wrapper:
+    """A backend that forwards everything to ``inner``; subclasses break one method."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+    @property
+    def description(self) -> str:
+        return f"{type(self).__name__} over {self.inner.description}"
+
+
+class LostDelete(_Wrapper):
+    def __init__(self, inner: Any) -> None:
+        super().__init__(inner)
+        self.hidden: set[str] = set()
+
+    def delete(self, session_id: str) -> bool:
+        if session_id in self.hidden or not self.inner.exists(session_id):
+            return False
+        self.hidden.add(session_id)
+        return True
+
+    def write(self, session_id: str, data: bytes, *, if_match: str | None = None) -> str:
+        self.hidden.discard(session_id)
+        return str(self.inner.write(session_id, data, if_match=if_match))
+
+    def list_ids(self) -> list[str]:
+        return [i for i in self.inner.list_ids() if i not in self.hidden]
+
+
+class StaleEtag(_Wrapper):
+    def write(self, session_id: str, data: bytes, *, if_match: str | None = None) -> str:
+        before = self.inner.read(session_id, max_bytes=2**62)
+        etag = self.inner.write(session_id, data, if_match=if_match)
+        return content_etag(before) if before is not None else str(etag)
+
+
+class UnsortedList(_Wrapper):
+    def __init__(self, inner: Any) -> None:
+        super().__init__(inner)
+        self.order: dict[str, None] = {}
+
+    def write(self, session_id: str, data: bytes, *, if_match: str | None = None) -> str:
+        etag = self.inner.write(session_id, data, if_match=if_match)
+        self.order.setdefault(session_id)
+        return str(etag)
+
+    def create(self, session_id: str, data: bytes) -> str:
+        etag = self.inner.create(session_id, data)
+        self.order.setdefault(session_id)
+        return str(etag)
+
+    def list_ids(self) -> list[str]:
+        present = set(self.inner.list_ids())
+        return [i for i in self.order if i in present]
+
+
+class IgnoredIfMatch(_Wrapper):
+    def write(self, session_id: str, data: bytes, *, if_match: str | None = None) -> str:
+        return str(self.inner.write(session_id, data))
+
+
+class NoOpLock(_Wrapper):
+    @contextmanager
+    def lock(self, session_id: str) -> Iterator[None]:
+        yield
+
+
+class IgnoredMaxBytes(_Wrapper):
+    def read(self, session_id: str, *, max_bytes: int) -> bytes | None:
+        data: bytes | None = self.inner.read(session_id, max_bytes=2**62)
+        return data
+
+
+def memory(wrapper: type[_Wrapper]) -> Callable[[], StoreUnderTest]:
+    """A factory of stores over ``wrapper(MemoryBackend())``."""
+
+    def factory() -> StoreUnderTest:
+        backend = wrapper(MemoryBackend())
+        return StoreUnderTest(
+            BackendSessionStore(backend),
+            reopen=lambda: BackendSessionStore(backend),
+            opener=lambda: BackendSessionStore(backend),
+            multiprocess=False,
+        )
+
+    return factory
+
+
+def open_no_op_lock_files(directory: str) -> BackendSessionStore:
+    """A store over ``NoOpLock(FileSystemBackend(directory))``: picklable as a partial."""
+    return BackendSessionStore(NoOpLock(FileSystemBackend(Path(directory), durable=False)))
+
+
+def no_op_lock_files() -> StoreUnderTest:
+    folder = tempfile.mkdtemp(prefix="sessionstore-broken-")
+    return StoreUnderTest(
+        open_no_op_lock_files(folder),
+        opener=functools.partial(open_no_op_lock_files, folder),
+        cleanup=lambda: shutil.rmtree(folder, ignore_errors=True),
+    )
+
+
+CAUGHT = (AssertionError, SessionStoreError, pytest.fail.Exception)
+"""How a failed check shows: an assert, an error the model did not expect, or
+``pytest.raises`` that saw no error."""
+
+MACHINE_IDS = {"a", "b", "c-1", "D_2", "x" * 128}
+
+
+@contextmanager
+def timed(name: str) -> Iterator[None]:
+    start = time.perf_counter()
+    try:
+        yield
+    finally:
+        TIMINGS[name] = round(time.perf_counter() - start, 3)
+
+
+def teardown_module() -> None:
+    target = os.environ.get("SESSIONSTORE_KIT_TIMINGS")
+    if target:
+        Path(target).write_text(json.dumps(TIMINGS, indent=2, sort_keys=True) + "\n")
+
+
+def test_the_wrappers_are_backends() -> None:
+    for wrapper in (LostDelete, StaleEtag, UnsortedList, IgnoredIfMatch, NoOpLock):
+        assert isinstance(wrapper(MemoryBackend()), Backend)
+
+
+@pytest.mark.parametrize(
+    "wrapper", [LostDelete, StaleEtag, UnsortedList, IgnoredIfMatch], ids=lambda w: w.__name__
+)
+def test_the_state_machine_catches_it_and_names_real_ids(wrapper: type[_Wrapper]) -> None:
+    machine = make_state_machine(memory(wrapper), name=f"{wrapper.__name__}Machine")
+    with timed(f"state machine: {wrapper.__name__}"), pytest.raises(CAUGHT) as caught:
+        # No example database: each run must find the bug afresh, as on a new checkout.
+        run_state_machine_as_test(
+            machine, settings=settings(machine.TestCase.settings, database=None)
+        )
+    steps = "\n".join(getattr(caught.value, "__notes__", []))
+    assert "state = " in steps, steps
+    named = re.findall(r"session_id='([^']*)'", steps)
+    assert named, steps
+    assert set(named) <= MACHINE_IDS, f"a counterexample names ids the store never saw: {named}"
+
+
+def test_delete_idempotence_catches_a_lost_delete() -> None:
+    subject = memory(LostDelete)()
+    with timed("delete idempotence: LostDelete"), pytest.raises(CAUGHT):
+        check_delete_idempotence(subject.store, [("save", "a"), ("delete", "a")])
+
+
+def test_the_max_bytes_rule_catches_ignored_max_bytes() -> None:
+    store = memory(IgnoredMaxBytes)().store
+    with timed("max_bytes rule: IgnoredMaxBytes"):
+        violations = check_max_bytes(store)
+    assert any("returned it although max_bytes is 4096" in v for v in violations), violations
+    assert check_max_bytes(memory(_Wrapper)().store) == []
+
+
+class NoWriteLimit(BackendSessionStore):
+    """A store that writes whatever size (issue 9, finding 6: sessionstore before 0.2)."""
+
+    def _encode(self, session: StoredSession) -> bytes:
+        return encode(session)
+
+
+def test_the_max_bytes_rule_catches_writes_that_ignore_max_bytes() -> None:
+    with timed("max_bytes rule: NoWriteLimit"):
+        violations = check_max_bytes(NoWriteLimit(MemoryBackend()))
+    refused_on_load = [v for v in violations if "its own load refuses it" in v]
+    for method in ("save", "save(if_match=)", "create", "update", "append_messages"):
+        assert any(v.startswith(f"{method} of ") for v in refused_on_load), violations
+
+
+def test_the_concurrency_rule_catches_a_no_op_lock_over_memory() -> None:
+    with timed("concurrency rule (threads): NoOpLock over memory"):
+        violations = check_concurrent_history(memory(NoOpLock)(), Sizes.from_environment())
+    assert violations, "a backend whose lock does nothing passed the concurrency rule"
+    assert "acknowledged write lost" in "\n".join(violations) or "no order" in violations[-1]
+
+
+def test_the_concurrency_rule_catches_a_no_op_lock_over_files() -> None:
+    subject = no_op_lock_files()
+    try:
+        with timed("concurrency rule (threads and processes): NoOpLock over files"):
+            violations = check_concurrent_history(subject, Sizes.from_environment())
+    finally:
+        subject.close()
+    assert violations, "a backend whose lock does nothing passed the concurrency rule"
