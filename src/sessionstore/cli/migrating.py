@@ -152,6 +152,8 @@ def _line(ctx: Context, report: FileReport, action: str) -> str:
         )
     elif action == "skipped":
         detail = f"{report.status}: {detail}"
+    elif report.status == maintenance.NEEDS_MIGRATION:
+        detail = ""  # the versions column says it all
     return f"{action:<14} {versions:>5}  {name:<28}  {detail}".rstrip()
 
 
