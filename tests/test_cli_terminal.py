@@ -181,7 +181,9 @@ def test_the_command_in_a_pipe_never_loads_tqdm(tmp_path: Path) -> None:
         f"main(['validate', '--dir', {str(folder)!r}])\n"
         "sys.stderr.write(str('tqdm' in sys.modules))\n"
     )
-    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=True
+    )
     assert done.stderr == "False"
 
 

@@ -66,6 +66,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     redact = _redactor(words)
     mode = "jsonl" if "--json-lines" in words else "json" if "--json" in words else "text"
     out = Output(mode=mode, redact=redact)
+    out.command = _command_in(words)
     Parser.on_error = None if mode == "text" else lambda text: out.error("usage", text, ERROR)
     try:
         args = build_parser(HANDLERS).parse_args(words)
@@ -104,6 +105,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         out.error("unexpected", message, ERROR)
         return ERROR
     return code
+
+
+def _command_in(words: list[str]) -> str | None:
+    """The command named in ``words`` (for an error before it is parsed), or None."""
+    for index, word in enumerate(words):
+        if word == "schema" and index + 1 < len(words):
+            return f"schema {words[index + 1]}" if f"schema {words[index + 1]}" in HANDLERS else None
+        if word in HANDLERS:
+            return word
+    return None
 
 
 def _redactor(words: list[str]) -> Redactor:

@@ -99,8 +99,8 @@ def _act(
     if kind == maintenance.INVALID_NAME:
         why = ""  # the finding's detail says whether it loads and what --rename does
     detail = f"{finding.detail}; {why}" if why else finding.detail
-    action = "left-alone" if args.fix and kind not in _FIXED_BY_FIX else None
-    return action, detail, kind == maintenance.FRESH_TEMP, None
+    left: str | None = "left-alone" if args.fix and kind not in _FIXED_BY_FIX else None
+    return left, detail, kind == maintenance.FRESH_TEMP, None
 
 
 def _item(

@@ -56,7 +56,7 @@ def copy(ctx: Context) -> int:
     source = open_store(source_end, ctx.resources, max_bytes=max_bytes)
     target = open_store(target_end, ctx.resources, max_bytes=max_bytes, must_exist=False)
     if target_end.kind == "postgres" and not args.dry_run:
-        target.setup()  # idempotent; the only command besides setup that creates a table
+        _setup(target)  # idempotent; the only command besides setup that creates a table
     source_json = _store_json(ctx, source_end, source.backend.description)
     target_json = _store_json(ctx, target_end, target.backend.description)
     out.start("copy", source_json, target=target_json, dry_run=args.dry_run)
@@ -98,6 +98,15 @@ def copy(ctx: Context) -> int:
         if summary["refused"] and not args.overwrite:
             out.line("next: compare them with sessionstore show; --overwrite replaces them")
     return OK if ok else PROBLEMS
+
+
+def _setup(store: object) -> None:
+    """``setup()`` of the PostgreSQL store that ``open_store`` opened for a table."""
+    setup = getattr(store, "setup", None)
+    if setup is None:  # pragma: no cover - open_store gives a table a PostgresSessionStore
+        msg = f"{store!r} cannot create its storage"
+        raise TypeError(msg)
+    setup()
 
 
 def _store_json(ctx: Context, end: Target, description: str) -> dict[str, Any]:
@@ -148,7 +157,7 @@ def setup(ctx: Context) -> int:
         raise UsageError(msg)
     store = open_store(target, ctx.resources, max_bytes=ctx.args.max_bytes)
     out.start("setup", ctx.store_json(location=store.backend.description))
-    store.setup()  # type: ignore[attr-defined]  # a postgres target opens a PostgresSessionStore
+    _setup(store)
     out.finish(ok=True)
     if not out.quiet:
         out.line(f"{store.backend.description}: ready (created if it was missing)")

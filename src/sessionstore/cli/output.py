@@ -176,7 +176,7 @@ class Output:
         self.quiet = quiet
         self.verbose = verbose
         self.redact = redact
-        self.command = ""
+        self.command: str | None = None
         self.store: dict[str, Any] | None = None
         self.extra: dict[str, Any] = {}
         self.items: list[dict[str, Any]] = []

@@ -15,6 +15,7 @@ import json
 import os
 import re
 import shlex
+from collections.abc import Callable
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
@@ -94,7 +95,7 @@ class Target:
     source: str = "default"
     """How it was named: ``option``, ``environment`` or ``default``."""
 
-    def options(self, redact: Redactor) -> str:
+    def options(self, redact: Callable[[str], str]) -> str:
         """The options that name this store in a suggested next command ('' when the
         environment or the default names it)."""
         if self.source != "option":
