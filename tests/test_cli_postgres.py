@@ -210,7 +210,10 @@ def test_migrate_dsn_reports_a_row_it_could_not_rewrite_and_exits_1(
     # Issue 11.2: a row that lost its compare-and-swap (another writer changed it) was
     # counted as "already current": exit 0, "ok": true, and --check right after said
     # it still needed migrating.
-    other = b'{"session_id": "v1-seed-basic", "messages": ["other"], "input_tokens": 1, "output_tokens": 1}'
+    other = (
+        b'{"session_id": "v1-seed-basic", "messages": ["other"], '
+        b'"input_tokens": 1, "output_tokens": 1}'
+    )
     real_save = BackendSessionStore.save
 
     def racing_save(self: BackendSessionStore, session: StoredSession, **kwargs: object) -> str:

@@ -237,7 +237,7 @@ def test_the_store_comes_from_the_environment(
     assert (code, document["summary"]["total"]) == (0, 1)
     monkeypatch.setenv("SESSIONSTORE_DSN", "postgresql://u@127.0.0.1:1/x")
     assert main(["status"]) == 2
-    assert f"both SESSIONSTORE_DIR and SESSIONSTORE_DSN are set" in capsys.readouterr().err
+    assert "both SESSIONSTORE_DIR and SESSIONSTORE_DSN are set" in capsys.readouterr().err
     assert main(["status", "--dir", str(other)]) == 0  # naming one is enough
     monkeypatch.setenv("SESSIONSTORE_DSN", "")
     assert main(["status"]) == 1  # an empty variable is no variable

@@ -111,7 +111,8 @@ def _command_in(words: list[str]) -> str | None:
     """The command named in ``words`` (for an error before it is parsed), or None."""
     for index, word in enumerate(words):
         if word == "schema" and index + 1 < len(words):
-            return f"schema {words[index + 1]}" if f"schema {words[index + 1]}" in HANDLERS else None
+            name = f"schema {words[index + 1]}"
+            return name if name in HANDLERS else None
         if word in HANDLERS:
             return word
     return None

@@ -43,7 +43,10 @@ def doctor(ctx: Context) -> int:
             msg = "--list-quarantine and --restore: give one"
             raise UsageError(msg)
         if target.kind != "folder":
-            msg = "a PostgreSQL table has no quarantine: --list-quarantine and --restore need a folder"
+            msg = (
+                "a PostgreSQL table has no quarantine: --list-quarantine and --restore "
+                "need a folder"
+            )
             raise UsageError(msg)
         assert target.folder is not None  # a folder target always has one
         folder = existing_folder(target.folder)
@@ -103,7 +106,7 @@ def _act(
     return left, detail, kind == maintenance.FRESH_TEMP, None
 
 
-def _item(
+def _item(  # noqa: PLR0917  # a private helper with two call sites
     ctx: Context,
     finding: maintenance.Debris,
     action: str | None,

@@ -27,7 +27,7 @@ COPY_WORDS = (
 
 
 def _end(ctx: Context, flag: str, directory: str | None, dsn: str | None) -> Target:
-    if directory is not None and dsn is not None or directory is None and dsn is None:
+    if (directory is not None and dsn is not None) or (directory is None and dsn is None):
         msg = (
             "copy needs one source (--from DIR or --from-dsn DSN) "
             "and one target (--to DIR or --to-dsn DSN)"

@@ -140,7 +140,7 @@ def _store_options(parser: argparse.ArgumentParser, *, top: bool) -> None:
     )
 
 
-def build_parser(handlers: dict[str, Callable[..., int]]) -> Parser:
+def build_parser(handlers: dict[str, Callable[..., int]]) -> Parser:  # noqa: PLR0915  # one list
     """The parser of the whole command line; ``handlers`` maps a command to its function."""
     from sessionstore import __version__  # noqa: PLC0415  # the package is loaded anyway
 
