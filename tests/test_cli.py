@@ -83,7 +83,7 @@ def test_validate_clean_folder_exits_0_and_writes_nothing(
     assert code == 0
     assert re.search(r"^needs-migration +1  v1-seed-basic +version 1, current is 2$", out, re.M)
     assert re.search(r"^repairable +1  v1-seed-lone-surrogate ", out, re.M)
-    assert f"{clean.absolute()}: 8 sessions: 2 current, 5 needs-migration, 1 repairable\n" in out
+    assert f"{clean.absolute()}: 8 files: 2 current, 5 needs-migration, 1 repairable\n" in out
     assert out.strip().splitlines()[-1].startswith("next: sessionstore migrate --dry-run --dir ")
     assert snapshot(clean) == before
 

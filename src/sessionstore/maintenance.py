@@ -666,7 +666,7 @@ UNSAFE_FOLDER = "unsafe-folder"
 
 LEFT_ALONE = {
     FRESH_TEMP: "a save may still be writing it",
-    TOO_NEW: "written by a newer sessionstore: upgrade sessionstore to read it",
+    TOO_NEW: "never touched: upgrade sessionstore to read it",
     TOO_LARGE: "over --max-bytes, not damaged: use the application's max_bytes",
     NOT_REGULAR: "not a file sessionstore wrote: remove or replace it by hand",
     UNREADABLE: "check its permissions",
@@ -1093,4 +1093,6 @@ def _difference(found: StoredSession, wanted: StoredSession) -> str:
             parts.append(f"{name} {have} there, {want} here")
         else:
             parts.append(f"{name} differs")
+    if len(parts) > 2:
+        parts[2:] = [f"{len(parts) - 2} more field(s)"]
     return "; ".join(parts) or "differs"

@@ -59,10 +59,11 @@ def _line(report: FileReport) -> str:
     return f"{report.status:<18} {version:>3}  {ident(report):<28}  {report.detail}".rstrip()
 
 
-def _close(ctx: Context, noun: str = "session") -> None:
+def _close(ctx: Context) -> None:
     out = ctx.out
     if out.quiet:
         return
+    noun = "file" if ctx.target.kind == "folder" else "row"
     out.line(summary_line(out, _where(ctx), noun, STATUS_WORDS))
     for hint in hints(out, ctx.target):
         out.line(hint)
@@ -115,7 +116,8 @@ def status(ctx: Context) -> int:
         f"writes:    schema version {CURRENT_SCHEMA_VERSION} (reads 1 to "
         f"{CURRENT_SCHEMA_VERSION}; see sessionstore history)"
     )
-    out.line(f"sessions:  {summary.total}")
+    label = "files:" if ctx.target.kind == "folder" else "rows:"
+    out.line(f"{label:<11}{summary.total}")
     for version, count in sorted(summary.versions.items()):
         state = "current" if version == CURRENT_SCHEMA_VERSION else "older: migrate rewrites them"
         out.line(f"  version {version}: {count:>8}  {state}")
