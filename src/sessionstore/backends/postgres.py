@@ -1,6 +1,6 @@
 """Sessions as rows of one PostgreSQL table: for applications on many machines.
 
-Needs the ``postgres`` extra (``pip install 'sessionstore[postgres]'``); importing
+Needs the ``postgres`` extra (from a checkout: ``pip install '.[postgres]'``); importing
 this module without psycopg raises an ``ImportError`` that says so.
 
 One row per session: ``id`` (primary key), ``schema_version``, ``document`` (the
@@ -70,8 +70,9 @@ try:
     )
 except ImportError as exc:  # pragma: no cover - exercised by a sys.modules test
     raise ImportError(
-        "the PostgreSQL backend of sessionstore needs psycopg 3: "
-        "pip install 'sessionstore[postgres]'",
+        "the PostgreSQL backend of sessionstore needs psycopg 3: install the postgres "
+        "extra, from a checkout of sessionstore with python -m pip install '.[postgres]' "
+        "(once sessionstore is published: pip install 'sessionstore[postgres]')",
         name=exc.name,
     ) from exc
 
