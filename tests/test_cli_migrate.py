@@ -327,8 +327,11 @@ def test_lock_files_made_by_root_follow_the_folders_owner(tmp_path: Path) -> Non
     with store.backend.lock("other"):
         held = folder / ".locks" / "other.lock"
         assert (held.stat().st_uid, held.stat().st_gid) == (NOBODY, NOBODY)
-    (folder / ".quarantine").exists() or None
     assert (folder / ".locks").stat().st_uid == NOBODY
+    (folder / "torn.json").write_text("{ torn")
+    assert main(["doctor", "--fix", "--dir", str(folder)]) == 0
+    quarantine = folder / ".quarantine"
+    assert (quarantine.stat().st_uid, quarantine.stat().st_gid) == (NOBODY, NOBODY)
 
 
 def test_a_user_who_does_not_own_the_folder_needs_force(
