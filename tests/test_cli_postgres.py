@@ -12,7 +12,13 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from sessionstore import SessionStore, SessionTooLargeError, StoredSession, maintenance
+from sessionstore import (
+    BackendSessionStore,
+    SessionStore,
+    SessionTooLargeError,
+    StoredSession,
+    maintenance,
+)
 from sessionstore.backends.base import content_etag
 from sessionstore.backends.postgres import PostgresBackend
 from sessionstore.cli import main
@@ -68,15 +74,12 @@ def test_copy_folder_to_table_and_back_is_verified(
 ) -> None:
     assert main(["copy", "--from", str(CORPUS), "--to-dsn", DSN, "--table", table, "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
-    assert report["summary"] == {
-        "sessions": len(CORPUS_IDS),
-        "copied": len(CORPUS_IDS),
-        "failed": 0,
-    }
+    assert (report["summary"]["total"], report["summary"]["copied"]) == (8, 8)
+    assert report["summary"]["problems"] == 0
     assert sorted(_rows(table)) == CORPUS_IDS
     back = tmp_path / "back"
     assert main(["copy", "--from-dsn", DSN, "--table", table, "--to", str(back)]) == 0
-    assert "copied and verified" in capsys.readouterr().out
+    assert "8 session(s): 8 copied" in capsys.readouterr().out
     original = SessionStore(CORPUS)
     copied = SessionStore(back)
     assert copied.list() == CORPUS_IDS
@@ -92,7 +95,7 @@ def test_validate_and_migrate_with_dsn(seeded: str, capsys: pytest.CaptureFixtur
     # Older versions load (migrated in memory): not a problem for validate.
     assert main(["validate", "--dsn", DSN, "--table", seeded, "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
-    assert report["summary"]["needs-migration"] + report["summary"]["repairable"] == len(old)
+    assert report["summary"]["needs_migration"] + report["summary"]["repairable"] == len(old)
     assert main(["migrate", "--dsn", DSN, "--table", seeded, "--check"]) == 1
     assert main(["migrate", "--dsn", DSN, "--table", seeded, "--dry-run"]) == 0
     capsys.readouterr()
@@ -163,7 +166,7 @@ def test_validate_and_migrate_read_the_table_in_batches(
     monkeypatch.setattr(PostgresBackend, "read", None)  # one by one would fail loudly
     assert main(["migrate", "--dsn", DSN, "--table", seeded, "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
-    assert report["summary"]["files"] == len(CORPUS_IDS)
+    assert report["summary"]["total"] == len(CORPUS_IDS)
     assert batches == [3, 3, 2]
     assert {version for version, _ in _rows(seeded).values()} == {2}
 
@@ -183,3 +186,153 @@ def test_read_many_reports_oversized_documents_and_skips_absent_ids(table: str) 
     assert isinstance(found["small"], bytes)
     assert isinstance(found["big"], SessionTooLargeError)
     assert "max_bytes" in str(found["big"])
+
+
+# --- issue 11: the command on a table -------------------------------------------------
+
+
+def _put(table: str, session_id: str, data: bytes) -> None:
+    """Store raw bytes as another writer would, bypassing sessionstore."""
+    with psycopg.connect(DSN, autocommit=True) as conn:
+        conn.execute(
+            sql.SQL(
+                "INSERT INTO {} (id, schema_version, document, etag, updated_at) "
+                "VALUES (%s, 1, %s, %s, now()) ON CONFLICT (id) DO UPDATE SET "
+                "document = EXCLUDED.document, etag = EXCLUDED.etag"
+            ).format(sql.Identifier(table)),
+            [session_id, data, content_etag(data)],
+        )
+
+
+def test_migrate_dsn_reports_a_row_it_could_not_rewrite_and_exits_1(
+    seeded: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Issue 11.2: a row that lost its compare-and-swap (another writer changed it) was
+    # counted as "already current": exit 0, "ok": true, and --check right after said
+    # it still needed migrating.
+    other = (
+        b'{"session_id": "v1-seed-basic", "messages": ["other"], '
+        b'"input_tokens": 1, "output_tokens": 1}'
+    )
+    real_save = BackendSessionStore.save
+
+    def racing_save(self: BackendSessionStore, session: StoredSession, **kwargs: object) -> str:
+        if session.session_id == "v1-seed-basic":
+            _put(seeded, "v1-seed-basic", other)  # another writer, between read and write
+        return real_save(self, session, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(BackendSessionStore, "save", racing_save)
+    code = main(["migrate", "--dsn", DSN, "--table", seeded, "--json"])
+    report = json.loads(capsys.readouterr().out)
+    assert code == 1
+    assert report["ok"] is False
+    row = next(i for i in report["items"] if i["id"] == "v1-seed-basic")
+    assert row["action"] == "conflict"
+    assert "run migrate again" in row["detail"]
+    assert report["summary"]["conflict"] == 1
+    assert _rows(seeded)["v1-seed-basic"][1] == other, "the other writer's row is kept"
+    monkeypatch.undo()
+    assert main(["migrate", "--dsn", DSN, "--table", seeded, "--check"]) == 1  # consistent
+    assert main(["migrate", "--dsn", DSN, "--table", seeded]) == 0  # a rerun finishes it
+    capsys.readouterr()
+
+
+def test_copy_refuses_to_overwrite_a_different_session_unless_asked(
+    table: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Issue 11.4: copy overwrote newer data in the target without a word.
+    with PostgresSessionStore(DSN, table=table) as store:
+        store.setup()
+        newer = StoredSession("v2-full", ("newer, only in the table",), 1, 1)
+        store.save(newer)
+        store.save(SessionStore(CORPUS).load("v2-minimal"))  # the same as the source
+    argv = ["copy", "--from", str(CORPUS), "--to-dsn", DSN, "--table", table, "--json"]
+
+    assert main([*argv, "--dry-run"]) == 1
+    dry = json.loads(capsys.readouterr().out)
+    actions = {i["id"]: i["action"] for i in dry["items"]}
+    assert (actions["v2-full"], actions["v2-minimal"], actions["v1-seed-basic"]) == (
+        "refused",
+        "identical",
+        "would-copy",
+    )
+    assert sorted(_rows(table)) == ["v2-full", "v2-minimal"], "--dry-run wrote nothing"
+
+    assert main(argv) == 1
+    report = json.loads(capsys.readouterr().out)
+    summary = report["summary"]
+    assert (summary["copied"], summary["identical"], summary["refused"]) == (6, 1, 1)
+    refused = next(i for i in report["items"] if i["id"] == "v2-full")
+    assert "--overwrite" in refused["detail"]
+    assert "1 messages there" in refused["detail"]
+    with PostgresSessionStore(DSN, table=table) as store:
+        assert store.load("v2-full") == newer
+
+    assert main([*argv, "--overwrite", "--dry-run"]) == 0
+    assert {i["id"]: i["action"] for i in json.loads(capsys.readouterr().out)["items"]}[
+        "v2-full"
+    ] == "would-overwrite"
+    assert main([*argv, "--overwrite"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert (report["summary"]["overwritten"], report["summary"]["identical"]) == (1, 7)
+    with PostgresSessionStore(DSN, table=table) as store:
+        assert store.load("v2-full") == SessionStore(CORPUS).load("v2-full")
+
+
+def test_every_store_command_takes_dsn_and_the_environment(
+    table: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("SESSIONSTORE_DSN", DSN)
+    assert main(["validate", "--table", table]) == 2  # no table yet: an error, none created
+    assert not _table_exists(table)
+    capsys.readouterr()
+    assert main(["setup", "--table", table, "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["ok"] is True
+    assert _table_exists(table)
+    assert main(["setup", "--table", table]) == 0  # idempotent
+    _put(
+        table,
+        "old",
+        b'{"session_id": "old", "messages": ["m"], "input_tokens": 1, "output_tokens": 2}',
+    )
+    _put(table, "bad", b"{ torn")
+    capsys.readouterr()
+
+    assert main(["ls", "--table", table, "--json"]) == 0
+    assert [i["id"] for i in json.loads(capsys.readouterr().out)["items"]] == ["bad", "old"]
+    assert main(["status", "--table", table, "--json"]) == 1
+    status = json.loads(capsys.readouterr().out)
+    assert (status["summary"]["needs_migration"], status["summary"]["corrupt"]) == (1, 1)
+    assert status["store"]["kind"] == "postgres"
+    assert main(["show", "old", "--table", table]) == 0
+    assert json.loads(capsys.readouterr().out)["messages"] == ["m"]
+    assert main(["doctor", "--table", table, "--json"]) == 1
+    doctor = json.loads(capsys.readouterr().out)
+    assert [(i["id"], i["status"]) for i in doctor["items"]] == [("bad", "corrupt")]
+    assert main(["migrate", "old", "--table", table]) == 0  # one id only
+    assert main(["delete", "bad", "--table", table]) == 0
+    assert main(["delete", "bad", "--table", table]) == 1
+    capsys.readouterr()
+    assert main(["validate", "--table", table]) == 0
+
+
+def test_no_password_is_ever_printed(
+    table: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    secret = "s3cret-Passw0rd"
+    bad = f"postgresql://postgres:{secret}@127.0.0.1:1/test?connect_timeout=1"
+    for argv in (
+        ["validate", "--dsn", bad, "--table", table],
+        ["validate", "--dsn", bad, "--table", table, "--json"],
+        ["status", "--dsn", f"host=127.0.0.1 port=1 password={secret} connect_timeout=1"],
+        ["validate", "--dsn", f"postgresql://postgres:{secret}@[bad"],
+        ["copy", "--from", str(CORPUS), "--to-dsn", bad, "--json-lines"],
+    ):
+        assert main(argv) == 2
+        out, err = capsys.readouterr()
+        assert secret not in out + err, argv
+        assert err.startswith("error: ")
+    monkeypatch.setenv("SESSIONSTORE_DSN", bad)
+    assert main(["migrate", "--table", table]) == 2
+    out, err = capsys.readouterr()
+    assert secret not in out + err

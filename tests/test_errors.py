@@ -62,7 +62,9 @@ CASES = [
     ),
     (NotARegularFileError("session 's1' is a FIFO", session_id="s1", path=PATH), ValueError),
     (
-        CommitUnknownError("session 's1' may have landed", session_id="s1", path=PATH),
+        CommitUnknownError(
+            "session 's1' may have landed", session_id="s1", path=PATH, etag="0" * 32
+        ),
         SessionWriteError,
     ),
     (
@@ -129,6 +131,7 @@ def test_error_survives_pickling_with_its_attributes(
         "offset",
         "size",
         "max_bytes",
+        "etag",
     ):
         assert getattr(copy, name, None) == getattr(error, name, None)
 

@@ -84,7 +84,7 @@ def test_migrate_store_dry_run_writes_nothing() -> None:
     store = memory_with_old_documents()
     old = store.backend.read("old1", max_bytes=10**6)
     _, results = migrate_store(store, dry_run=True)
-    assert {a for _, a in results} >= {"would migrate"}
+    assert {a for _, a in results} >= {"would-migrate"}
     assert store.backend.read("old1", max_bytes=10**6) == old
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import re
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -118,10 +119,13 @@ def test_doctor_fix_never_follows_a_linked_locks_folder(
     code, out, _ = run(capsys, "doctor", "--fix", "--dir", str(store_dir), "--json")
     doc = json.loads(out)
     assert code == 1
-    unsafe = [f for f in doc["findings"] if f["kind"] == "unsafe-folder"]
-    assert [f["path"] for f in unsafe] == [str(store_dir / ".locks")]
+    unsafe = [f for f in doc["items"] if f["status"] == "unsafe-folder"]
+    assert [f["file"] for f in unsafe] == [".locks"]
     assert "symbolic link" in unsafe[0]["detail"]
-    assert unsafe[0]["action"] == "left alone: remove it by hand"
+    assert (unsafe[0]["action"], unsafe[0]["detail"].split("; ")[-1]) == (
+        "left-alone",
+        "remove it by hand",
+    )
     assert snapshot(outside) == before
     assert (store_dir / ".locks").is_symlink()
 
@@ -136,10 +140,10 @@ def test_doctor_fix_never_moves_files_out_through_a_linked_quarantine(
     code, out, _ = run(capsys, "doctor", "--fix", "--dir", str(store_dir), "--json")
     doc = json.loads(out)
     assert code == 1
-    actions = {f["kind"]: f["action"] for f in doc["findings"]}
-    assert actions["unsafe-folder"] == "left alone: remove it by hand"
-    assert actions["corrupt"].startswith("failed: ")
-    assert ".quarantine is a symbolic link" in actions["corrupt"]
+    actions = {f["status"]: (f["action"], f["detail"]) for f in doc["items"]}
+    assert actions["unsafe-folder"][0] == "left-alone"
+    assert actions["corrupt"][0] == "failed"
+    assert ".quarantine is a symbolic link" in actions["corrupt"][1]
     assert (store_dir / "broken.json").read_bytes() == broken
     assert snapshot(outside) == before
 
@@ -150,7 +154,9 @@ def test_a_file_at_quarantine_is_reported_and_left(
     (store_dir / ".quarantine").write_text("not a folder")
     code, out, _ = run(capsys, "doctor", "--fix", "--dir", str(store_dir))
     assert code == 1
-    assert f"unsafe-folder: {store_dir / '.quarantine'}: is a regular file, not a folder" in out
+    assert re.search(
+        r"^unsafe-folder +\.quarantine +\[left-alone\] is a regular file, not a folder", out, re.M
+    )
     assert (store_dir / "broken.json").exists()
     assert (store_dir / ".quarantine").read_text() == "not a folder"
 
@@ -202,8 +208,9 @@ def test_doctor_fix_leaves_a_session_saved_again_after_the_scan(
     repaired = make("broken", "saved again by the application")
     between_scan_and_fix(lambda: SessionStore(store_dir).save(repaired))
     code, out, _ = run(capsys, "doctor", "--fix", "--dir", str(store_dir), "--json")
-    finding = next(f for f in json.loads(out)["findings"] if f["kind"] == "corrupt")
-    assert finding["action"] == "left alone: re-read under its lock, it is no longer damaged"
+    finding = next(f for f in json.loads(out)["items"] if f["status"] == "corrupt")
+    assert finding["action"] == "left-alone"
+    assert finding["detail"] == "re-read under its lock, it is no longer damaged"
     assert code == 0
     assert SessionStore(store_dir).load("broken") == repaired
     assert not (store_dir / ".quarantine").exists()
@@ -217,8 +224,11 @@ def test_doctor_fix_keeps_the_lock_file_of_a_session_created_after_the_scan(
     (store_dir / ".locks" / "late.lock").write_text("")
     between_scan_and_fix(lambda: SessionStore(store_dir).save(make("late")))
     code, out, _ = run(capsys, "doctor", "--fix", "--dir", str(store_dir), "--json")
-    finding = next(f for f in json.loads(out)["findings"] if f["kind"] == "stray-lock")
-    assert finding["action"] == "left alone: its session has a file again"
+    finding = next(f for f in json.loads(out)["items"] if f["status"] == "stray-lock")
+    assert (finding["action"], finding["detail"]) == (
+        "left-alone",
+        "its session has a file again",
+    )
     assert (store_dir / ".locks" / "late.lock").exists()
     assert code == 0  # the corrupt file was quarantined; nothing is left to fix
     assert "broken.json" not in os.listdir(store_dir)
@@ -231,9 +241,10 @@ def test_doctor_fix_moves_a_corrupt_file_with_its_bytes_and_cleans_up(
     (store_dir / ".locks" / "gone.lock").write_text("")
     code, out, _ = run(capsys, "doctor", "--fix", "--dir", str(store_dir), "--json")
     assert code == 0
-    actions = {f["kind"]: f["action"] for f in json.loads(out)["findings"]}
-    assert actions["corrupt"].startswith(f"moved to {store_dir / '.quarantine'}/broken.json.")
-    assert actions["stray-lock"] == "removed"
+    actions = {f["status"]: (f["action"], f["detail"]) for f in json.loads(out)["items"]}
+    assert actions["corrupt"][0] == "quarantined"
+    assert actions["corrupt"][1].startswith(f"moved to {store_dir / '.quarantine'}/broken.json.")
+    assert actions["stray-lock"][0] == "removed"
     [moved] = (store_dir / ".quarantine").iterdir()
     assert moved.read_bytes() == broken
     assert sorted(os.listdir(store_dir / ".locks")) == ["current.lock"]
@@ -255,7 +266,7 @@ def test_a_writer_racing_migrate_keeps_its_newer_save(
 
     monkeypatch.setattr(maintenance, "_inspect", inspect_then_save)
     code, out, _ = run(capsys, "migrate", "--dir", str(store_dir), "--json")
-    actions = {f["name"]: f["action"] for f in json.loads(out)["files"]}
+    actions = {f["file"]: f["action"] for f in json.loads(out)["items"]}
     assert actions["old.json"] == "unchanged"
     assert SessionStore(store_dir).load("old") == newer
     assert code == 1  # broken.json is a problem file
@@ -272,14 +283,14 @@ def test_too_large_files_are_never_quarantined_and_the_limit_is_an_option(
     with open(store_dir / "huge.json", "wb") as handle:
         handle.truncate(1 << 40)  # sparse 1 TiB: over any limit, and never read
     code, out, _ = run(capsys, "validate", "--dir", str(store_dir), "--max-bytes", "2000", "--json")
-    status = {f["name"]: f["status"] for f in json.loads(out)["files"]}
+    status = {f["file"]: f["status"] for f in json.loads(out)["items"]}
     assert (status["big.json"], status["huge.json"]) == ("too-large", "too-large")
     assert code == 1
     code, out, _ = run(capsys, "validate", "--dir", str(store_dir), "--max-bytes", "9000", "--json")
-    assert {f["name"]: f["status"] for f in json.loads(out)["files"]}["big.json"] == "current"
+    assert {f["file"]: f["status"] for f in json.loads(out)["items"]}["big.json"] == "current"
     code, out, _ = run(capsys, "doctor", "--fix", "--dir", str(store_dir), "--max-bytes", "2000")
-    assert "big.json" not in out
-    assert "huge.json" not in out
+    assert re.search(r"^too-large +big\.json +\[left-alone\] ", out, re.M)
+    assert re.search(r"^too-large +huge\.json +\[left-alone\] ", out, re.M)
     assert SessionStore(store_dir).load("big") == big
     assert os.stat(store_dir / "huge.json").st_size == 1 << 40
     code, out, _ = run(capsys, "show", "big", "--dir", str(store_dir), "--max-bytes", "2000")
@@ -321,8 +332,7 @@ def test_fifos_anywhere_in_the_store_hang_nothing_and_are_left(
         assert (store_dir / name).exists(), name
         assert not (store_dir / name).is_file(), name
     if command[0] == "validate":
-        assert "not-a-regular-file: pipe.json: " in out
-        assert "is a FIFO" in out
+        assert re.search(r"^not-a-regular-file +- +pipe +is a FIFO, not a regular file$", out, re.M)
 
 
 def test_doctor_fix_touches_only_the_stores_own_names(
@@ -348,8 +358,8 @@ def test_doctor_fix_touches_only_the_stores_own_names(
     ours.write_text("{")
     os.utime(ours, (old, old))
     code, out, _ = run(capsys, "doctor", "--fix", "--dir", str(store_dir), "--json")
-    findings = json.loads(out)["findings"]
-    assert sorted((f["kind"], Path(f["path"]).name) for f in findings) == [
+    findings = json.loads(out)["items"]
+    assert sorted((f["status"], Path(f["file"]).name) for f in findings) == [
         ("corrupt", "broken.json"),
         ("stale-temp", ours.name),
     ]
@@ -474,7 +484,7 @@ def test_a_folder_name_that_is_not_utf8_is_escaped(
     SessionStore(folder).save(make("s"))
     code, out, _ = run(capsys, "validate", "--dir", folder, "--json")
     assert code == 0
-    assert json.loads(out)["directory"] == str(tmp_path / "dir") + "\\xff"
+    assert json.loads(out)["store"]["location"] == str(tmp_path / "dir") + "\\xff"
 
 
 def test_text_output_survives_a_stdout_that_cannot_encode_it(

@@ -481,7 +481,7 @@ def test_a_lost_commit_answer_is_unknown_even_when_nothing_answers(table: str) -
 # -- 16. a lost answer to a committed write -------------------------------------------------
 
 
-def test_create_whose_commit_answer_was_lost_is_unknown_and_a_retry_succeeds(
+def test_create_whose_commit_answer_was_lost_is_unknown_and_its_etag_tells_it_landed(
     table: str,
 ) -> None:
     session = _session("s1", "only once")
@@ -493,25 +493,27 @@ def test_create_whose_commit_answer_was_lost_is_unknown_and_a_retry_succeeds(
         assert proxy.reply_lost.is_set()
         assert "nothing was written" not in str(unknown.value)
         assert isinstance(unknown.value, SessionWriteError)  # callers that retry on it
-        # It landed: the retry (same bytes) succeeds with the same etag.
-        assert store.create(session) == content_etag(encode(session))
-        assert store.load(session.session_id) == session
+        # It landed: the stored etag is the error's; a retried create is a conflict (an
+        # identical document from another writer must not count as two creates).
+        assert unknown.value.etag == content_etag(encode(session))
+        assert store.load_with_etag("s1") == (session, unknown.value.etag)
         with pytest.raises(ConflictError):
-            store.create(_session("s1", "a different document"))
+            store.create(session)
 
 
-def test_if_match_save_whose_commit_answer_was_lost_can_be_retried(table: str) -> None:
+def test_if_match_save_whose_commit_answer_was_lost_is_found_by_its_etag(table: str) -> None:
     with Proxy(DSN) as proxy, PostgresSessionStore(proxy.dsn("lost"), table=table) as store:
         store.setup()
         old = store.save(_session("s1", "old"))
         new = _session("s1", "old", "new")
         proxy.lose_reply_to(b"COMMIT")
-        with pytest.raises(CommitUnknownError):
+        with pytest.raises(CommitUnknownError) as unknown:
             store.save(new, if_match=old)
-        assert store.save(new, if_match=old) == content_etag(encode(new))
-        assert store.load("s1") == new
+        assert store.load_with_etag("s1") == (new, unknown.value.etag)
+        # Two writers that computed the same new document from one version: only
+        # one of them may be told it won (a counter would lose an increment).
         with pytest.raises(ConflictError):
-            store.save(_session("s1", "stale"), if_match=old)
+            store.save(new, if_match=old)
 
 
 def test_update_and_delete_whose_commit_answer_was_lost_are_unknown(table: str) -> None:

@@ -110,6 +110,7 @@ DEFERRED = {
     "hypothesis": "the testing extra",
     "pytest": "the testing extra",
     "argparse": "only the command line parses arguments",
+    "tqdm": "the command's progress bar, drawn only on a terminal",
 }
 """Modules ``import sessionstore`` must not load, and why they are not needed then."""
 

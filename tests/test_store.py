@@ -17,6 +17,7 @@ from pydantic.dataclasses import dataclass as pydantic_dataclass
 
 import sessionstore
 from sessionstore import (
+    CommitUnknownError,
     ConflictError,
     CorruptSessionError,
     InvalidSessionIdError,
@@ -697,3 +698,24 @@ def test_a_delete_that_cannot_get_the_lock_is_a_transient_delete_error(tmp_path:
     assert isinstance(info.value.__cause__, LockTimeoutError)
     assert str(tmp_path / ".locks" / "s.lock") in str(info.value)
     assert store.delete("s") is True
+
+
+def test_a_write_whose_flush_failed_after_the_rename_names_the_etag_it_landed_with(
+    store: SessionStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store.save(make("s1", "old"))
+    new = make("s1", "new")
+    real_fsync = os.fsync
+    calls = []
+
+    def folder_fsync_fails(fd: int) -> None:
+        calls.append(fd)
+        if stat.S_ISDIR(os.fstat(fd).st_mode):
+            raise OSError(errno.EIO, "I/O error")
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", folder_fsync_fails)
+    with pytest.raises(CommitUnknownError, match="may not survive a crash") as unknown:
+        store.save(new)
+    monkeypatch.setattr(os, "fsync", real_fsync)
+    assert store.load_with_etag("s1") == (new, unknown.value.etag)

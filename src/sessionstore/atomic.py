@@ -106,8 +106,20 @@ def make_directory(directory: Path, *, durable: bool = True) -> None:
             os.mkdir(folder, 0o700)
         except FileExistsError:
             continue
+        _follow_parent_owner(folder, os.stat(folder.parent))
         if durable:
             fsync_directory(folder.parent)
+
+
+def _follow_parent_owner(
+    name: Path | str, parent: os.stat_result, *, dir_fd: int | None = None
+) -> None:
+    """Give a folder just created the owner and group of the folder it is in, when
+    running as root: a store folder, ``.locks`` or ``.quarantine`` that ``sudo
+    sessionstore ...`` creates must stay usable by the application's own user."""
+    if os.geteuid() != 0 or (parent.st_uid, parent.st_gid) == (0, 0):
+        return
+    os.chown(name, parent.st_uid, parent.st_gid, dir_fd=dir_fd, follow_symlinks=False)
 
 
 def open_folder(
@@ -139,6 +151,7 @@ def open_folder(
         except FileExistsError:
             pass  # another process made it first
         else:
+            _follow_parent_owner(name, os.fstat(dir_fd), dir_fd=dir_fd)
             if durable:
                 full_fsync(dir_fd)
     try:
@@ -206,6 +219,8 @@ def write_atomic(
     durable: bool = True,
     sync_directory: bool = True,
     dir_fd: int | None = None,
+    like: os.stat_result | None = None,
+    keep_owner: bool = True,
 ) -> None:
     """Replace ``directory/name`` with ``data``, atomically and (with ``durable``) durably.
 
@@ -218,10 +233,15 @@ def write_atomic(
     the rename is not durable, so do not report the write as done before it.
     With ``dir_fd`` (a descriptor of ``directory`` from ``open_folder``), every
     call is made relative to it and ``directory`` only names it in messages.
+    With ``like`` (the ``lstat`` of the file being replaced), the new file gets its
+    mode and, with ``keep_owner``, its owner and group before the rename; a
+    ``PermissionError`` then (not root, another user's file) leaves the old file.
     """
     temp, fd = _create_temp(directory, name, durable=durable, dir_fd=dir_fd)
     try:
         try:
+            if like is not None:
+                _take_owner_and_mode(fd, like, keep_owner=keep_owner)
             view = memoryview(data)
             while view:
                 written = os.write(fd, view)
@@ -246,6 +266,15 @@ def write_atomic(
                 full_fsync(dir_fd)
         except OSError as exc:
             raise RenamedButNotSynced(exc) from exc
+
+
+def _take_owner_and_mode(fd: int, like: os.stat_result, *, keep_owner: bool) -> None:
+    # Owner first: chown may clear set-id bits that the chmod then puts back.
+    if keep_owner:
+        mine = os.fstat(fd)
+        if (mine.st_uid, mine.st_gid) != (like.st_uid, like.st_gid):
+            os.fchown(fd, like.st_uid, like.st_gid)
+    os.fchmod(fd, stat.S_IMODE(like.st_mode))
 
 
 def _create_temp(

@@ -260,11 +260,27 @@ class SessionWriteError(_OSErrorMixin, TransientError):
 class CommitUnknownError(SessionWriteError):
     """The write may or may not have landed: the failure came after the point of no return.
 
-    A lost reply to a database commit, or a failed folder fsync after the rename.
-    The document is whole either way (the old version or the new, never a mix);
-    load it to find out. A retried ``create`` or conditional save of the same
-    document succeeds when the first attempt had landed.
+    A lost reply to a database commit, a failed flush after the rename or the
+    append. The session is whole either way (the old version or the new, never a
+    mix). ``etag`` is the etag the session has if this write landed: compare it with
+    ``load_with_etag`` before retrying. An ``append`` with a ``key`` can simply be
+    retried: the key makes it happen once.
     """
+
+    def __init__(
+        self,
+        message: str = "",
+        *,
+        session_id: str | None = None,
+        path: object = None,
+        errno: int | None = None,
+        etag: str | None = None,
+    ) -> None:
+        super().__init__(message, session_id=session_id, path=path, errno=errno)
+        self.etag = etag
+
+    def _kwargs(self) -> dict[str, Any]:
+        return {**super()._kwargs(), "etag": self.etag}
 
 
 class SessionDeleteError(_OSErrorMixin):

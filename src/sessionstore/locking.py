@@ -141,6 +141,9 @@ class SessionLocks:
         self.timeout = timeout
         self.durable = durable
         self._identity: tuple[int, int] | None = None
+        # Run as root (sudo), lock files take the store folder's owner, so the
+        # application's own user can still open them afterwards.
+        self._owner: tuple[int, int] | None = None
         self._folder_path = os.fspath(self.folder)  # a str: no pathlib work per lock
 
     def path_for(self, key: str) -> Path:
@@ -205,6 +208,8 @@ class SessionLocks:
                 make_directory(self.directory, durable=self.durable)
                 info = os.stat(self.directory)
             self._identity = (info.st_dev, info.st_ino)
+            if os.geteuid() == 0:
+                self._owner = (info.st_uid, info.st_gid)
         return self._identity
 
     def _lock_file(self, entry: _Entry, name: str, deadline: float | None) -> None:
@@ -238,6 +243,8 @@ class SessionLocks:
         locked = os.fstat(entry.fd)
         if not stat.S_ISREG(locked.st_mode):
             raise OSError(errno.EINVAL, f"{self.folder / name} is not a regular file")
+        if self._owner is not None and (locked.st_uid, locked.st_gid) != self._owner:
+            os.fchown(entry.fd, *self._owner)
         return locked
 
     def _release_file(

@@ -1,4 +1,4 @@
-"""Folder maintenance behind the CLI: inspect every file, migrate old ones, find debris.
+"""Maintenance behind the CLI: inspect every file, migrate (up or down), rename, find debris.
 
 Nothing here prints; the CLI turns the records into text or JSON. Everything
 streams one file at a time (only the sorted list of names is held), so a folder
@@ -6,21 +6,32 @@ of 100,000 sessions never sits in memory at once.
 
 The folder's layout (which names are sessions, temp files, lock files, where the
 quarantine is) belongs to ``FileSystemBackend``: this module asks it, and every
-destructive step (a migrate rewrite, a quarantine, a temp or lock file removal)
-is a backend method that takes the session's lock, looks again under it and acts
-only on a regular file with one of the store's own names.
+destructive step (a migrate rewrite, a rename, a quarantine, a restore, a temp or
+lock file removal) is a backend method that takes the session's lock, looks again
+under it and acts only on a regular file with one of the store's own names.
+
+Versions are generic over the registry in ``migrations``: ``convert`` lifts a
+document to the current version with the up-steps, or lowers it to any older
+version with the down-steps, and says what the older version cannot hold.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import json
 import os
+import re
 import stat
 import time
-from collections.abc import Callable, Iterator
+import unicodedata
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
+
+import orjson
+from xxhash import xxh3_64_hexdigest
 
 from sessionstore.atomic import open_folder, read_regular_file, write_atomic
 from sessionstore.backends.base import DEFAULT_MAX_BYTES, content_etag
@@ -33,7 +44,9 @@ from sessionstore.backends.filesystem import (
     TEMP,
     Entry,
     FileSystemBackend,
+    classify_name,
     describe_mode,
+    quarantined_session_id,
 )
 from sessionstore.codec import DecodedSession, decode_document, encode
 from sessionstore.errors import (
@@ -41,29 +54,56 @@ from sessionstore.errors import (
     CorruptSessionError,
     NotARegularFileError,
     SchemaVersionError,
+    SessionNotFoundError,
     SessionReadError,
     SessionRefusedError,
     SessionStoreError,
     SessionTooLargeError,
     SessionWriteError,
 )
+from sessionstore.ids import is_valid_session_id
+from sessionstore.migrations import Document, downgrade
+from sessionstore.models import CURRENT_SCHEMA_VERSION, SEED_FIELDS, StoredSession
 from sessionstore.store import BackendSessionStore
 
 __all__ = [
+    "CORRUPT",
     "CURRENT",
+    "FRESH_TEMP",
+    "INVALID_NAME",
+    "LEFT_ALONE",
+    "LOADABLE",
     "NEEDS_MIGRATION",
+    "NOT_FOUND",
+    "NOT_REGULAR",
     "PROBLEMS",
     "QUARANTINE_DIR_NAME",
+    "RENAMED_FROM_KEY",
     "REPAIRABLE",
+    "STALE_TEMP",
+    "STRAY_LOCK",
+    "TOO_LARGE",
+    "TOO_NEW",
+    "UNREADABLE",
+    "UNSAFE_FOLDER",
+    "Conversion",
     "Debris",
     "FileReport",
+    "Quarantined",
+    "convert",
     "copy_store",
+    "encode_version",
     "find_debris",
+    "find_store_problems",
     "inspect_folder",
     "inspect_store",
+    "list_quarantine",
     "migrate_folder",
     "migrate_store",
     "remove_debris",
+    "rename_invalid",
+    "restore_quarantined",
+    "valid_id_for",
 ]
 
 CURRENT = "current"
@@ -75,18 +115,26 @@ INVALID_NAME = "invalid-name"
 NOT_REGULAR = "not-a-regular-file"
 TOO_LARGE = "too-large"
 UNREADABLE = "unreadable"
+NOT_FOUND = "not-found"
+"""Status of an id asked for by name (``validate ID``) that has no file or row."""
 
 LOADABLE = frozenset({CURRENT, NEEDS_MIGRATION, REPAIRABLE})
 """Statuses of files that load."""
-PROBLEMS = frozenset({CORRUPT, TOO_NEW, TOO_LARGE, INVALID_NAME, NOT_REGULAR, UNREADABLE})
+PROBLEMS = frozenset(
+    {CORRUPT, TOO_NEW, TOO_LARGE, INVALID_NAME, NOT_REGULAR, UNREADABLE, NOT_FOUND}
+)
 """Statuses of files that do not load; migrate and the library leave them untouched.
 Only ``corrupt`` files are ever quarantined (by ``doctor --fix``): a too-large, too-new
 or special file is not damaged."""
 
+RENAMED_FROM_KEY = "sessionstore_renamed_from"
+"""The ``metadata`` key where a renamed file keeps its old name and id (``--rename``)."""
+
 
 @dataclass(frozen=True)
 class FileReport:
-    """What one ``*.json`` file of a folder is. The keys of ``as_json`` are stable."""
+    """What one ``*.json`` file (or row) is. ``detail`` is short: it never repeats the
+    id or the path. The keys of ``as_json`` are stable."""
 
     name: str
     status: str
@@ -98,44 +146,66 @@ class FileReport:
     size: int | None = None
     modified: float | None = None
     detail: str = ""
+    loses: tuple[str, ...] = ()
+    """Fields a migrate to an older version cannot keep (``--to``)."""
+    new_id: str | None = None
+    """The id an invalid-name file gets (``--rename-invalid``)."""
 
     def as_json(self) -> dict[str, Any]:
-        """A plain dict for ``--json`` output."""
-        return asdict(self)
+        """A plain dict for JSON output."""
+        out = asdict(self)
+        out["loses"] = list(self.loses)
+        return out
 
 
 def _inspect(backend: FileSystemBackend, entry: Entry) -> tuple[FileReport, bytes | None]:
     name = entry.name
-    path = backend.directory / name
     try:
         info = backend.stat_entry(name)
     except SessionReadError as exc:
-        return FileReport(name, UNREADABLE, detail=str(exc)), None
+        return FileReport(name, UNREADABLE, detail=_strerror(exc)), None
     if info is None:
-        return FileReport(name, UNREADABLE, detail=f"{path}: vanished"), None
+        return FileReport(name, NOT_FOUND, entry.session_id, detail="no such file"), None
     base: dict[str, Any] = {"size": info.st_size, "modified": info.st_mtime}
     session_id = entry.session_id
     if entry.kind != SESSION or session_id is None:
         stem = name[: -len(".json")] if name.endswith(".json") else name
-        detail = f"{path}: {stem!r} is not a valid session id, so no session is stored here"
+        detail = f"{stem!r} is not a valid session id"
         return FileReport(name, INVALID_NAME, detail=detail, **base), None
     if not stat.S_ISREG(info.st_mode):
-        detail = f"{path}: is {describe_mode(info.st_mode)}, not a regular file; it is never loaded"
+        detail = f"is {describe_mode(info.st_mode)}, not a regular file"
         return FileReport(name, NOT_REGULAR, session_id, detail=detail, **base), None
     try:
         data = backend.read(session_id, max_bytes=backend.max_bytes)
     except SessionTooLargeError as exc:
-        return FileReport(name, TOO_LARGE, session_id, detail=str(exc), **base), None
+        return FileReport(name, TOO_LARGE, session_id, detail=_too_large(exc), **base), None
     except NotARegularFileError as exc:
-        return FileReport(name, NOT_REGULAR, session_id, detail=str(exc), **base), None
+        detail = str(exc).rsplit(": ", 1)[-1]
+        return FileReport(name, NOT_REGULAR, session_id, detail=detail, **base), None
     except SessionReadError as exc:
-        return FileReport(name, UNREADABLE, session_id, detail=str(exc), **base), None
+        return FileReport(name, UNREADABLE, session_id, detail=_strerror(exc), **base), None
     if data is None:
-        return FileReport(name, UNREADABLE, session_id, detail=f"{path}: vanished"), None
-    status, detail, decoded = _classify(data, session_id, path)
+        return FileReport(name, NOT_FOUND, session_id, detail="no such file"), None
+    status, detail, decoded = _classify(data, session_id, backend.directory / name)
     if decoded is None:
         return FileReport(name, status, session_id, detail=detail, **base), None
     return _loaded_report(name, decoded, base), data
+
+
+def _strerror(exc: SessionStoreError) -> str:
+    reason = getattr(exc, "strerror", None)
+    return f"cannot read it: {reason}" if reason else str(exc)
+
+
+def _too_large(exc: SessionTooLargeError) -> str:
+    return f"{exc.size} bytes, over --max-bytes {exc.max_bytes}; not read"
+
+
+def _too_new(exc: SchemaVersionError) -> str:
+    return (
+        f"schema_version {exc.found_version}: written by a newer sessionstore "
+        f"(this one reads up to {exc.supported_version})"
+    )
 
 
 def _classify(data: bytes, session_id: str, path: object) -> tuple[str, str, DecodedSession | None]:
@@ -143,9 +213,9 @@ def _classify(data: bytes, session_id: str, path: object) -> tuple[str, str, Dec
     try:
         decoded = decode_document(data, session_id=session_id, path=path)
     except SchemaVersionError as exc:
-        return TOO_NEW, str(exc), None
+        return TOO_NEW, _too_new(exc), None
     except CorruptSessionError as exc:
-        return CORRUPT, str(exc), None
+        return CORRUPT, exc.detail, None
     return CURRENT, "", decoded
 
 
@@ -175,22 +245,101 @@ def _loaded_report(name: str, decoded: DecodedSession, base: dict[str, Any]) -> 
     )
 
 
-def _json_files(backend: FileSystemBackend) -> list[Entry]:
-    """Every ``*.json`` name of the folder (sessions and invalid names), sorted."""
+def _json_files(backend: FileSystemBackend, ids: Iterable[str] | None = None) -> list[Entry]:
+    """Every ``*.json`` name of the folder (sessions and invalid names), sorted; or,
+    with ``ids``, the entries of those sessions (present or not), in the order given."""
+    if ids is not None:
+        return [classify_name(f"{session_id}.json") for session_id in ids]
     return [e for e in backend.scan() if e.kind in (SESSION, _INVALID_NAME_ENTRY)]
 
 
 def inspect_folder(
-    directory: Path, *, max_bytes: int = DEFAULT_MAX_BYTES
+    directory: Path, *, max_bytes: int = DEFAULT_MAX_BYTES, ids: Iterable[str] | None = None
 ) -> tuple[int, Iterator[FileReport]]:
     """How many ``*.json`` files ``directory`` has, and a report of each, in name order.
 
-    Files over ``max_bytes`` are reported ``too-large`` without being read. Reads
-    only; never writes. Raises ``SessionReadError`` when the folder cannot be listed.
+    With ``ids`` (valid session ids), only those sessions, in that order; one with no
+    file is ``not-found``. Files over ``max_bytes`` are reported ``too-large`` without
+    being read. Reads only; never writes. Raises ``SessionReadError`` when the folder
+    cannot be listed.
     """
     backend = FileSystemBackend(directory, max_bytes=max_bytes)
-    entries = _json_files(backend)
+    entries = _json_files(backend, ids)
     return len(entries), (_inspect(backend, entry)[0] for entry in entries)
+
+
+# --- converting between versions ------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Conversion:
+    """What migrating one document to a version gives."""
+
+    data: bytes | None
+    """The new bytes, or None when the document is already as it should be."""
+    loses: tuple[str, ...]
+    """Field paths the target version cannot hold (a downgrade); empty otherwise."""
+    decoded: DecodedSession
+
+
+def encode_version(doc: Document, version: int) -> bytes:
+    """The bytes of a document of an older ``version``, as that version's writer made them.
+
+    Version 1 is what the original module wrote: ``json.dumps(doc, indent=2)``,
+    ASCII-escaped (it read files in the locale's encoding), no final newline. Later
+    versions are written like ``encode``: orjson, indented by 2, a final newline.
+    """
+    if version == 1:
+        return json.dumps(doc, indent=2).encode("ascii")
+    return orjson.dumps(doc, option=orjson.OPT_INDENT_2 | orjson.OPT_APPEND_NEWLINE)
+
+
+def convert(
+    data: bytes,
+    *,
+    session_id: str | None,
+    to_version: int = CURRENT_SCHEMA_VERSION,
+    path: object = None,
+) -> Conversion:
+    """Migrate the document ``data`` to ``to_version``, in memory.
+
+    To the current version: the new bytes when the stored ones are older or
+    repairable. To an older version: the document is decoded (and validated) as
+    the current version, then lowered with the down-steps; ``loses`` names every
+    field the older version cannot hold. A document already at ``to_version`` is
+    left as it is (``data`` None). The result is decoded again before it is
+    returned, and must give back the same session (less what ``loses`` names).
+    Raises ``CorruptSessionError`` / ``SchemaVersionError`` for a document that
+    does not load, and ``ValueError`` for a version this sessionstore does not know.
+    """
+    if not 1 <= to_version <= CURRENT_SCHEMA_VERSION:
+        msg = (
+            f"schema version {to_version} is not one this sessionstore knows "
+            f"(1 to {CURRENT_SCHEMA_VERSION})"
+        )
+        raise ValueError(msg)
+    decoded = decode_document(data, session_id=session_id, path=path)
+    if to_version == CURRENT_SCHEMA_VERSION:
+        new = encode(decoded.session) if decoded.needs_rewrite else None
+        return Conversion(new, (), decoded)
+    if decoded.source_version == to_version:
+        return Conversion(None, (), decoded)
+    current = orjson.loads(encode(decoded.session))
+    old, loses = downgrade(current, CURRENT_SCHEMA_VERSION, to_version)
+    new = encode_version(old, to_version)
+    back = decode_document(new, session_id=session_id, path=path).session
+    kept = back == decoded.session if not loses else _seed(back) == _seed(decoded.session)
+    if not kept:  # a bug in a down-step, never in the data: refuse to write
+        msg = f"the version-{to_version} document of {path} does not read back as the session"
+        raise RuntimeError(msg)
+    return Conversion(new, loses, decoded)
+
+
+def _seed(session: StoredSession) -> tuple[object, ...]:
+    return tuple(getattr(session, name) for name in SEED_FIELDS)
+
+
+# --- migrate a folder ------------------------------------------------------------------
 
 
 def migrate_folder(
@@ -201,42 +350,71 @@ def migrate_folder(
     batch_size: int = 256,
     max_bytes: int = DEFAULT_MAX_BYTES,
     durable: bool = True,
+    ids: Iterable[str] | None = None,
+    to_version: int = CURRENT_SCHEMA_VERSION,
+    allow_lossy: bool = False,
+    rename_invalid: bool = False,
+    keep_owner: bool = True,
 ) -> tuple[int, Iterator[tuple[FileReport, str]]]:
-    """Rewrite every older-version (or repairable) file as the current version.
+    """Rewrite every file that is not at ``to_version`` (the current one by default).
 
-    Yields ``(report, action)`` per file in name order, where action is ``migrated``,
-    ``would migrate`` (dry run), ``unchanged`` (already current, or changed by
-    someone else since it was inspected) or ``skipped`` (a problem file, left
-    untouched). A file is yielded as migrated only after the folder flush that makes
-    its rename durable; a batch of up to ``batch_size`` files shares one flush. Each
-    rewrite holds the session's lock and re-reads the file under it, so a live
-    writer's newer save is never overwritten. With ``backup``, the old bytes are
-    copied there (durably) before the rewrite; nothing in ``backup`` is ever
-    followed if it is a link or opened if it is not a regular file, and a link at
-    ``backup`` itself is refused. Raises ``SessionReadError`` when the folder cannot
-    be listed, ``SessionWriteError`` when a rewrite or a backup fails (files yielded
-    before stay migrated) and ``LockTimeoutError``.
+    Yields ``(report, action)`` per file in name order (or in the order of ``ids``),
+    where action is ``migrated``, ``would-migrate`` (dry run), ``unchanged`` (already
+    at the version, or found so when re-read under its lock), ``refused`` (a
+    downgrade would lose the fields in ``report.loses`` and ``allow_lossy`` is
+    false), ``renamed`` / ``would-rename`` (``rename_invalid``: an invalid-name file
+    given ``report.new_id``), ``conflict`` (changed into something else while
+    migrating: run again) or ``skipped`` (a problem file, left untouched).
+
+    A file is yielded as migrated only after the folder flush that makes its rename
+    durable; a batch of up to ``batch_size`` files shares one flush. Each rewrite
+    holds the session's lock and re-reads the file under it, so a live writer's newer
+    save is never overwritten, and keeps the file's mode and (``keep_owner``) owner.
+    With ``backup``, the old bytes are copied there (durably) before the rewrite;
+    nothing in ``backup`` is ever followed if it is a link or opened if it is not a
+    regular file, and a link at ``backup`` itself is refused. Raises
+    ``SessionReadError`` when the folder cannot be listed, ``SessionWriteError`` when
+    a rewrite or a backup fails (files yielded before stay migrated) and
+    ``LockTimeoutError``.
     """
     backend = FileSystemBackend(directory, durable=durable, max_bytes=max_bytes)
-    entries = _json_files(backend)
+    entries = _json_files(backend, ids)
 
     def run() -> Iterator[tuple[FileReport, str]]:
         pending: list[FileReport] = []
         backups = _BackupFolder(backup) if backup is not None else None
+        taken: set[str] = set()
         try:
             for entry in entries:
-                report, _ = _inspect(backend, entry)
-                if report.status not in (NEEDS_MIGRATION, REPAIRABLE):
+                report, data = _inspect(backend, entry)
+                if report.status == INVALID_NAME and rename_invalid:
+                    yield _rename(backend, report, taken, dry_run=dry_run, keep_owner=keep_owner)
+                    continue
+                if data is None or report.session_id is None:
                     yield report, ("unchanged" if report.status == CURRENT else "skipped")
                     continue
-                if dry_run:
-                    yield report, "would migrate"
+                session_id = report.session_id
+                plan = convert(data, session_id=session_id, to_version=to_version)
+                report = dataclasses.replace(report, loses=plan.loses)
+                if plan.data is None:
+                    yield report, "unchanged"
                     continue
-                assert report.session_id is not None  # loadable files have ids
-                if _rewrite(backend, report.session_id, backups):
+                if len(plan.data) > backend.max_bytes:
+                    yield _oversized(report, len(plan.data), backend.max_bytes), "skipped"
+                    continue
+                if plan.loses and not allow_lossy:
+                    yield report, "refused"
+                    continue
+                if dry_run:
+                    yield report, "would-migrate"
+                    continue
+                outcome = _rewrite(
+                    backend, session_id, to_version, backups, allow_lossy, keep_owner
+                )
+                if outcome is None:
                     pending.append(report)
                 else:
-                    yield report, "unchanged"
+                    yield outcome
                 if len(pending) >= batch_size:
                     backend.sync()
                     yield from ((done, "migrated") for done in pending)
@@ -253,25 +431,177 @@ def migrate_folder(
     return len(entries), run()
 
 
-def _rewrite(backend: FileSystemBackend, session_id: str, backups: _BackupFolder | None) -> bool:
-    """Rewrite one file under its lock; False when, re-read there, it no longer needs it."""
+def _oversized(report: FileReport, size: int, limit: int) -> FileReport:
+    return dataclasses.replace(report, detail=f"would be {size} bytes, over --max-bytes {limit}")
+
+
+def _rewrite(  # noqa: PLR0917  # one private call site
+    backend: FileSystemBackend,
+    session_id: str,
+    to_version: int,
+    backups: _BackupFolder | None,
+    allow_lossy: bool,
+    keep_owner: bool,
+) -> tuple[FileReport, str] | None:
+    """Rewrite one file under its lock; None when done, else what it is now and why not."""
     path = backend.location(session_id)
 
     def migrated(data: bytes) -> bytes | None:
         try:
-            decoded = decode_document(data, session_id=session_id, path=path)
+            plan = convert(data, session_id=session_id, to_version=to_version, path=path)
         except SessionStoreError:
             return None  # changed into something migrate does not rewrite: left as it is
-        return encode(decoded.session) if decoded.needs_rewrite else None
+        if plan.loses and not allow_lossy:
+            return None  # changed into something that would lose more: left as it is
+        return plan.data
 
-    def back_up(data: bytes) -> None:
+    def back_up(data: bytes, info: os.stat_result) -> None:
         if backups is not None:
-            backups.save(path.name, data)
+            backups.save(path.name, data, info)
 
     try:
-        return backend.rewrite(session_id, migrated, before_write=back_up)
+        if backend.rewrite(session_id, migrated, before_write=back_up, keep_owner=keep_owner):
+            return None
     except (SessionRefusedError, CorruptSessionError, SchemaVersionError):
-        return False  # replaced by a link, a FIFO or a larger file since it was inspected
+        pass  # replaced by a link, a FIFO or a larger file since it was inspected
+    # Not rewritten: say what the file is now, looked at again.
+    report, data = _inspect(backend, classify_name(path.name))
+    if data is not None:
+        try:
+            if convert(data, session_id=session_id, to_version=to_version).data is None:
+                return report, "unchanged"
+        except SessionStoreError:
+            pass
+    if report.status in PROBLEMS:
+        return report, "skipped"
+    detail = "changed by another writer while migrating; run migrate again"
+    return dataclasses.replace(report, detail=detail), "conflict"
+
+
+# --- invalid names: a valid id for files the original module wrote --------------------
+
+_NOT_ID = re.compile(r"[^A-Za-z0-9_-]+")
+
+
+def valid_id_for(name: str, taken: Callable[[str], bool]) -> str:
+    """A valid session id for the file ``name`` whose stem is not one, deterministic and
+    free: ``taken(id)`` says whether another session has that id already.
+
+    Letters lose their accents (``café`` -> ``cafe``), every other run of characters
+    that ids cannot hold becomes ``_`` (``my.session`` -> ``my_session``); when that
+    is empty, not valid or taken, the first 8 hex digits of a digest of the name are
+    appended (``my_session-1a2b3c4d``), so different names never get the same id.
+    """
+    stem = name[: -len(".json")] if name.endswith(".json") else name
+    raw = os.fsencode(stem)
+    text = unicodedata.normalize("NFKD", raw.decode("utf-8", "replace"))
+    base = _NOT_ID.sub("_", text.encode("ascii", "ignore").decode("ascii")).strip("_-")
+    if is_valid_session_id(base) and not taken(base):
+        return base
+    digest = xxh3_64_hexdigest(raw)
+    for length in (8, 16):
+        candidate = f"{base[:119] or 'session'}-{digest[:length]}"
+        if is_valid_session_id(candidate) and not taken(candidate):
+            return candidate
+    msg = f"no free session id for {name!r}"
+    raise ValueError(msg)
+
+
+def _shown(name: str) -> str:
+    """``name`` as text a session may hold: bytes that are not UTF-8 written as ``\\xNN``."""
+    return os.fsencode(name).decode("utf-8", "backslashreplace")
+
+
+def _renamed_from(backend: FileSystemBackend, session_id: str) -> str | None:
+    """The old file name a session records in ``metadata`` (it was renamed), if any."""
+    try:
+        data = backend.read(session_id, max_bytes=backend.max_bytes)
+        if data is None:
+            return None
+        record = decode_document(data, session_id=session_id).session.metadata.get(RENAMED_FROM_KEY)
+    except SessionStoreError:
+        return None
+    return record.get("file") if isinstance(record, dict) else None
+
+
+def _rename(
+    backend: FileSystemBackend,
+    report: FileReport,
+    taken: set[str],
+    *,
+    dry_run: bool,
+    keep_owner: bool,
+) -> tuple[FileReport, str]:
+    """Give one invalid-name file a valid id (or say what it would get)."""
+    name = report.name
+    found = backend.read_entry(name)
+    if found is None:
+        return report, "skipped"
+    try:
+        decoded = decode_document(found[0])
+    except SchemaVersionError as exc:
+        return dataclasses.replace(report, detail=f"{report.detail}; {_too_new(exc)}"), "skipped"
+    except CorruptSessionError as exc:
+        return dataclasses.replace(report, detail=f"{report.detail}; {exc.detail}"), "skipped"
+
+    def is_taken(candidate: str) -> bool:
+        if candidate in taken:
+            return True
+        # An earlier run that stopped half-way gave this very file the id: reuse it.
+        return backend.exists(candidate) and _renamed_from(backend, candidate) != _shown(name)
+
+    new_id = valid_id_for(name, is_taken)
+    taken.add(new_id)
+    session = decoded.session
+    report = dataclasses.replace(
+        report,
+        new_id=new_id,
+        schema_version=decoded.source_version,
+        messages=len(session.messages),
+        input_tokens=session.input_tokens,
+        output_tokens=session.output_tokens,
+        session_id=None,
+        detail=f"{report.detail}; its id is now {new_id!r} (the old name is kept in "
+        f"metadata[{RENAMED_FROM_KEY!r}])",
+    )
+    if dry_run:
+        return report, "would-rename"
+
+    def renamed(data: bytes) -> bytes | None:
+        try:
+            current = decode_document(data).session
+        except SessionStoreError:
+            return None
+        record = {"file": _shown(name), "session_id": current.session_id}
+        metadata = {**current.metadata, RENAMED_FROM_KEY: record}
+        return encode(dataclasses.replace(current, session_id=new_id, metadata=metadata))
+
+    try:
+        done = backend.adopt(name, new_id, renamed, keep_owner=keep_owner)
+    except ConflictError as exc:
+        return dataclasses.replace(report, detail=str(exc)), "conflict"
+    return report, ("renamed" if done is not None else "skipped")
+
+
+def rename_invalid(
+    directory: Path,
+    name: str,
+    *,
+    dry_run: bool = False,
+    max_bytes: int = DEFAULT_MAX_BYTES,
+    keep_owner: bool = True,
+) -> tuple[FileReport, str]:
+    """Give the invalid-name file ``name`` a valid id (see ``valid_id_for``): its session,
+    migrated to the current version, with the new id and its old name and id kept in
+    ``metadata[RENAMED_FROM_KEY]``, then the old file removed. Returns the report
+    (``new_id`` set) and ``renamed``, ``would-rename``, ``skipped`` (it does not load)
+    or ``conflict``. Raises ``SessionWriteError`` and ``LockTimeoutError``.
+    """
+    backend = FileSystemBackend(directory, max_bytes=max_bytes)
+    report, _ = _inspect(backend, classify_name(name))
+    if report.status != INVALID_NAME:
+        return report, "skipped"
+    return _rename(backend, report, set(), dry_run=dry_run, keep_owner=keep_owner)
 
 
 class _BackupFolder:
@@ -282,10 +612,11 @@ class _BackupFolder:
         self.folder = folder
         self._fd: int | None = None
 
-    def save(self, name: str, data: bytes) -> None:
+    def save(self, name: str, data: bytes, like: os.stat_result | None = None) -> None:
         """Keep ``data`` as ``name`` (or ``name.<ns>`` when that name holds something
-        else), durably. A copy already there with the same bytes is kept as is.
-        Raises ``SessionWriteError``: nothing was rewritten then."""
+        else), durably, with the mode and (where allowed) the owner of ``like``. A
+        copy already there with the same bytes is kept as is. Raises
+        ``SessionWriteError``: nothing was rewritten then."""
         try:
             if self._fd is None:
                 self._fd = open_folder(self.folder, create=True)
@@ -296,7 +627,14 @@ class _BackupFolder:
                 target = f"{name}.{time.time_ns()}"
                 while _lstat(target, self._fd) is not None:
                     target = f"{name}.{time.time_ns()}"
-            write_atomic(self.folder, target, data, dir_fd=self._fd)
+            write_atomic(
+                self.folder,
+                target,
+                data,
+                dir_fd=self._fd,
+                like=like,
+                keep_owner=like is not None and os.geteuid() == 0,
+            )
         except OSError as exc:
             raise SessionWriteError(
                 f"could not back up {name} into {self.folder}: {exc.strerror or exc}; "
@@ -326,6 +664,17 @@ FRESH_TEMP = "fresh-temp"
 STRAY_LOCK = "stray-lock"
 UNSAFE_FOLDER = "unsafe-folder"
 
+LEFT_ALONE = {
+    FRESH_TEMP: "a save may still be writing it",
+    TOO_NEW: "never touched: upgrade sessionstore to read it",
+    TOO_LARGE: "over --max-bytes, not damaged: use the application's max_bytes",
+    NOT_REGULAR: "not a file sessionstore wrote: remove or replace it by hand",
+    UNREADABLE: "check its permissions",
+    INVALID_NAME: "doctor --rename gives it a valid id",
+    UNSAFE_FOLDER: "remove it by hand",
+}
+"""Why doctor leaves a finding of each kind as it is (and what to do instead)."""
+
 
 @dataclass(frozen=True)
 class Debris:
@@ -333,19 +682,24 @@ class Debris:
     ``detail``; the other fields say where, for ``remove_debris``."""
 
     kind: str
-    """``stale-temp``, ``fresh-temp``, ``stray-lock``, ``corrupt`` or ``unsafe-folder``
-    (a link or a file at ``.locks`` or ``.quarantine``: never fixed by the doctor)."""
+    """``stale-temp``, ``fresh-temp``, ``stray-lock``, ``unsafe-folder`` (a link or a
+    file at ``.locks`` or ``.quarantine``: never fixed by the doctor), or the status
+    of a file that does not load: ``corrupt``, ``too-new``, ``too-large``,
+    ``invalid-name``, ``not-a-regular-file``, ``unreadable``."""
     path: str
     detail: str
     directory: str = ""
     """The store's folder."""
     name: str = ""
-    """The temp file's name, or the session id of a corrupt file or a stray lock."""
+    """The temp file's name, the file name of an invalid-name file, or the session id
+    of any other file or of a stray lock."""
     cutoff: float = 0.0
     """For temp files: stale when last modified at or before this time."""
+    schema_version: int | None = None
+    """The version of a too-new file."""
 
     def as_json(self) -> dict[str, Any]:
-        """A plain dict for ``--json`` output."""
+        """A plain dict for JSON output."""
         return {"kind": self.kind, "path": self.path, "detail": self.detail}
 
 
@@ -356,13 +710,14 @@ def find_debris(
     now: float | None = None,
     max_bytes: int = DEFAULT_MAX_BYTES,
 ) -> Iterator[Debris]:
-    """Yield what crashed writers and damage left in ``directory``. Reads only.
+    """Yield what crashed writers and damage left in ``directory``, and every file
+    that does not load. Reads only.
 
     Temp files count only with the store's own names; those modified less than
     ``grace_seconds`` ago may belong to a writer still running (``fresh-temp``).
     Lock files count when their session has no file (``stray-lock``). Files are
-    classified with ``max_bytes``: a larger file is too large, not corrupt, and
-    never reported here. Raises ``SessionReadError`` when the folder cannot be listed.
+    classified with ``max_bytes``: a larger file is ``too-large``, not corrupt.
+    Raises ``SessionReadError`` when the folder cannot be listed.
     """
     backend = FileSystemBackend(directory, max_bytes=max_bytes)
     now = time.time() if now is None else now
@@ -384,10 +739,15 @@ def find_debris(
             kind = STALE_TEMP if info.st_mtime <= cutoff else FRESH_TEMP
             detail = f"temp file of an interrupted save, {age:.0f} s old"
             yield Debris(kind, str(path), detail, where, entry.name, cutoff)
+        elif entry.kind == _INVALID_NAME_ENTRY:
+            report, _ = _inspect(backend, entry)
+            if report.status == INVALID_NAME:
+                detail = f"{report.detail}; {_loads_as(backend, entry.name)}"
+                yield Debris(INVALID_NAME, str(path), detail, where, entry.name)
         elif entry.kind == SESSION:
             report, _ = _inspect(backend, entry)
-            if report.status == CORRUPT:
-                yield Debris(CORRUPT, str(path), report.detail, where, entry.session_id or "")
+            if report.status in PROBLEMS and report.status != NOT_FOUND:
+                yield Debris(report.status, str(path), report.detail, where, entry.session_id or "")
     if ".locks" in unsafe:
         return
     for session_id in backend.lock_files():
@@ -395,6 +755,22 @@ def find_debris(
             path = backend.directory / ".locks" / f"{session_id}.lock"
             detail = f"lock file of session {session_id!r}, which has no file"
             yield Debris(STRAY_LOCK, str(path), detail, where, session_id)
+
+
+def _loads_as(backend: FileSystemBackend, name: str) -> str:
+    try:
+        found = backend.read_entry(name)
+    except SessionReadError as exc:
+        return _strerror(exc)
+    if found is None:
+        return "not a regular file of at most --max-bytes"
+    try:
+        decoded = decode_document(found[0])
+    except SchemaVersionError as exc:
+        return _too_new(exc)
+    except CorruptSessionError as exc:
+        return f"does not load: {exc.detail}"
+    return f"holds a version-{decoded.source_version} session: doctor --rename gives it a valid id"
 
 
 def remove_debris(
@@ -409,7 +785,9 @@ def remove_debris(
     removed, a stray lock file removed, a corrupt file moved into ``.quarantine/``
     (its bytes kept), each only if it still is what was found. A file saved again
     meanwhile is left alone. Never deletes session data; never touches an
-    ``unsafe-folder`` finding. Errors are returned as ``failed: ...`` (not fixed).
+    ``unsafe-folder``, ``too-new``, ``too-large``, ``not-a-regular-file`` or
+    ``unreadable`` finding (``left alone: WHY``; invalid names: ``rename_invalid``).
+    Errors are returned as ``failed: ...`` (not fixed).
     """
     backend = FileSystemBackend(item.directory, max_bytes=max_bytes)
     try:
@@ -433,9 +811,45 @@ def remove_debris(
             return "left alone: re-read under its lock, it is no longer damaged", True
     except SessionStoreError as exc:
         return f"failed: {exc}", False
-    if item.kind == FRESH_TEMP:
-        return "left alone: a save may still be writing it", True
-    return "left alone: remove it by hand", False
+    why = LEFT_ALONE.get(item.kind, "remove it by hand")
+    return f"left alone: {why}", item.kind == FRESH_TEMP
+
+
+@dataclass(frozen=True)
+class Quarantined:
+    """A file ``doctor --fix`` moved into ``.quarantine/``."""
+
+    name: str
+    """Its name there: ``<id>.json.<UTC time>``."""
+    session_id: str | None
+    path: str
+    size: int
+    modified: float
+
+
+def list_quarantine(directory: Path) -> list[Quarantined]:
+    """Every regular file in ``directory/.quarantine/``, by name. Reads only.
+
+    Raises ``SessionReadError`` (also for a link or a file at ``.quarantine``).
+    """
+    backend = FileSystemBackend(directory)
+    where = backend.directory / QUARANTINE_DIR_NAME
+    return [
+        Quarantined(
+            name, quarantined_session_id(name), str(where / name), info.st_size, info.st_mtime
+        )
+        for name, info in backend.quarantined()
+    ]
+
+
+def restore_quarantined(directory: Path, name: str) -> Path | None:
+    """Move ``.quarantine/<name>`` back to ``<id>.json`` (see ``FileSystemBackend.restore``).
+
+    Returns the restored path, or None when there is no such quarantined file.
+    Raises ``ValueError`` for a name that is not a quarantined file's,
+    ``ConflictError`` when the session has a file again, ``SessionWriteError``.
+    """
+    return FileSystemBackend(directory).restore(name)
 
 
 # --- any backend (a PostgreSQL table, memory) ---------------------------------
@@ -479,73 +893,206 @@ def _inspect_stored(
         if isinstance(fetched, SessionStoreError):
             raise fetched
         if fetched is None:
-            return FileReport(name, UNREADABLE, session_id, detail=f"{where}: vanished"), None
+            return FileReport(name, NOT_FOUND, session_id, detail="no such row"), None
         decoded = decode_document(fetched, session_id=session_id, path=where)
     except SchemaVersionError as exc:
-        return FileReport(name, TOO_NEW, session_id, detail=str(exc)), None
+        return FileReport(name, TOO_NEW, session_id, detail=_too_new(exc)), None
     except SessionTooLargeError as exc:
-        return FileReport(name, TOO_LARGE, session_id, detail=str(exc)), None
+        return FileReport(name, TOO_LARGE, session_id, detail=_too_large(exc)), None
     except CorruptSessionError as exc:
-        return FileReport(name, CORRUPT, session_id, detail=str(exc)), None
+        return FileReport(name, CORRUPT, session_id, detail=exc.detail), None
     except SessionReadError as exc:
         return FileReport(name, UNREADABLE, session_id, detail=str(exc)), None
     return _loaded_report(name, decoded, {"size": len(fetched)}), fetched
 
 
-def inspect_store(store: BackendSessionStore) -> tuple[int, Iterator[FileReport]]:
-    """Like ``inspect_folder``, for the documents of any store (by id order). Reads only.
+def _store_ids(store: BackendSessionStore, ids: Iterable[str] | None) -> list[str]:
+    return store.list() if ids is None else list(ids)
+
+
+def inspect_store(
+    store: BackendSessionStore, *, ids: Iterable[str] | None = None
+) -> tuple[int, Iterator[FileReport]]:
+    """Like ``inspect_folder``, for the documents of any store (by id order, or the
+    order of ``ids``; an id with no document is ``not-found``). Reads only.
 
     A failure to read a whole batch (the server went away) raises ``SessionReadError``.
     """
-    ids = store.list()
-    return len(ids), (_inspect_stored(store, i, fetched)[0] for i, fetched in _fetch(store, ids))
+    wanted = _store_ids(store, ids)
+    return len(wanted), (
+        _inspect_stored(store, i, fetched)[0] for i, fetched in _fetch(store, wanted)
+    )
+
+
+def find_store_problems(store: BackendSessionStore) -> Iterator[Debris]:
+    """``doctor`` on any store: every document that does not load, as a finding whose
+    ``name`` is its id. Reads only; there is nothing else to find (no temp or lock files)."""
+    _, reports = inspect_store(store)
+    for report in reports:
+        if report.status in PROBLEMS:
+            yield Debris(report.status, report.name, report.detail, name=report.session_id or "")
 
 
 def migrate_store(
-    store: BackendSessionStore, *, dry_run: bool = False
+    store: BackendSessionStore,
+    *,
+    dry_run: bool = False,
+    ids: Iterable[str] | None = None,
+    to_version: int = CURRENT_SCHEMA_VERSION,
+    allow_lossy: bool = False,
 ) -> tuple[int, Iterator[tuple[FileReport, str]]]:
     """Like ``migrate_folder``, for any store: each rewrite is a compare-and-swap on the
-    etag that was read, so a concurrent save is never overwritten (that document is
-    reported ``unchanged`` and left for the next run)."""
-    ids = store.list()
+    etag that was read, so a concurrent save is never overwritten. A document changed
+    meanwhile is read again: ``unchanged`` when it is now at ``to_version``, else
+    ``conflict`` (not migrated: run again), never counted as done."""
+    wanted = _store_ids(store, ids)
+
+    def outcome(session_id: str, fetched: _Fetched) -> tuple[FileReport, str]:
+        report, data = _inspect_stored(store, session_id, fetched)
+        if data is None:
+            return report, ("unchanged" if report.status == CURRENT else "skipped")
+        where = store.backend.location(session_id)
+        plan = convert(data, session_id=session_id, to_version=to_version, path=where)
+        report = dataclasses.replace(report, loses=plan.loses)
+        if plan.data is None:
+            return report, "unchanged"
+        if len(plan.data) > store.max_bytes:
+            return _oversized(report, len(plan.data), store.max_bytes), "skipped"
+        if plan.loses and not allow_lossy:
+            return report, "refused"
+        if dry_run:
+            return report, "would-migrate"
+        try:
+            if to_version == CURRENT_SCHEMA_VERSION:
+                store.save(plan.decoded.session, if_match=content_etag(data))
+            else:
+                store.backend.write(session_id, plan.data, if_match=content_etag(data))
+        except ConflictError:
+            return _after_conflict(store, session_id, to_version)
+        return report, "migrated"
 
     def run() -> Iterator[tuple[FileReport, str]]:
-        for session_id, fetched in _fetch(store, ids):
-            report, data = _inspect_stored(store, session_id, fetched)
-            if data is None or report.status not in (NEEDS_MIGRATION, REPAIRABLE):
-                yield report, ("unchanged" if report.status == CURRENT else "skipped")
-                continue
-            if dry_run:
-                yield report, "would migrate"
-                continue
-            session = decode_document(data, session_id=session_id).session
-            try:
-                store.save(session, if_match=content_etag(data))
-            except ConflictError:
-                yield report, "unchanged"
-                continue
-            yield report, "migrated"
+        for session_id, fetched in _fetch(store, wanted):
+            yield outcome(session_id, fetched)
 
-    return len(ids), run()
+    return len(wanted), run()
+
+
+def _after_conflict(
+    store: BackendSessionStore, session_id: str, to_version: int
+) -> tuple[FileReport, str]:
+    """What a document that changed under a migrate's compare-and-swap is now."""
+    try:
+        fetched: _Fetched = store.backend.read(session_id, max_bytes=store.max_bytes)
+    except SessionStoreError as exc:
+        fetched = exc
+    report, data = _inspect_stored(store, session_id, fetched)
+    if data is not None:
+        with contextlib.suppress(SessionStoreError):
+            if convert(data, session_id=session_id, to_version=to_version).data is None:
+                return report, "unchanged"
+    if report.status in PROBLEMS and report.status != NOT_FOUND:
+        return report, "skipped"
+    detail = "changed by another writer while migrating; not migrated: run migrate again"
+    return dataclasses.replace(report, detail=detail), "conflict"
 
 
 def copy_store(
-    source: BackendSessionStore, target: BackendSessionStore
+    source: BackendSessionStore,
+    target: BackendSessionStore,
+    *,
+    ids: Iterable[str] | None = None,
+    overwrite: bool = False,
+    dry_run: bool = False,
 ) -> Iterator[tuple[str, str, str]]:
-    """Copy every session of ``source`` into ``target``, migrated to the current version.
+    """Copy every session of ``source`` (or those of ``ids``) into ``target``, migrated
+    to the current version. Reads the source only.
 
-    Yields ``(session_id, outcome, detail)`` with outcome ``copied`` (written, read
-    back and found equal) or ``failed`` (not loadable in the source, or not equal
-    after the copy; nothing else about it is written). Reads the source only.
+    Yields ``(session_id, action, detail)``. ``copied``: the target had no such
+    session; it was created, read back and found equal. ``identical``: the target
+    already holds an equal session (nothing written). ``refused``: the target holds a
+    different session (or one that does not load); it is left as it is unless
+    ``overwrite``, which replaces it (``overwritten``). With ``dry_run`` nothing is
+    written: ``would-copy`` / ``would-overwrite``. ``failed``: the source does not
+    load, or the copy does not read back equal. Every write is a compare-and-swap
+    on what was read in the target, so a session saved there meanwhile is never lost.
     """
-    for session_id in source.list():
+    for session_id in _store_ids(source, ids):
         try:
             session = source.load(session_id)
-            target.save(session)
-            if target.load(session_id) != session:
-                yield session_id, "failed", "the copy does not read back equal"
-                continue
+        except SessionStoreError as exc:
+            yield session_id, "failed", f"does not load from the source: {exc}"
+            continue
+        try:
+            yield (session_id, *_copy_one(session, target, overwrite=overwrite, dry_run=dry_run))
         except SessionStoreError as exc:
             yield session_id, "failed", str(exc)
+
+
+def _copy_one(
+    session: StoredSession, target: BackendSessionStore, *, overwrite: bool, dry_run: bool
+) -> tuple[str, str]:
+    session_id = session.session_id
+    etag: str | None = None
+    existing: StoredSession | SessionStoreError | None
+    try:
+        existing, etag = target.load_with_etag(session_id)
+    except SessionNotFoundError:
+        existing = None
+    except (CorruptSessionError, SchemaVersionError, SessionRefusedError) as exc:
+        raw = target.backend.read(session_id, max_bytes=target.max_bytes)
+        etag = None if raw is None else content_etag(raw)
+        existing = exc
+    if existing == session:
+        return "identical", ""
+    if existing is not None:
+        difference = (
+            f"it does not load ({type(existing).__name__})"
+            if isinstance(existing, SessionStoreError)
+            else _difference(existing, session)
+        )
+        if not overwrite:
+            return "refused", (
+                f"the target holds a different session ({difference}); it was left as it "
+                "is: --overwrite replaces it"
+            )
+        if dry_run:
+            return "would-overwrite", f"would replace a different session ({difference})"
+        try:
+            target.save(session, if_match=etag)
+        except ConflictError:
+            return "refused", "the target changed during the copy; it was left as it is"
+        return _verified(session, target, "overwritten", f"replaced ({difference})")
+    if dry_run:
+        return "would-copy", ""
+    try:
+        target.create(session)
+    except ConflictError:
+        return "refused", "the target got a session of this id during the copy; left as it is"
+    return _verified(session, target, "copied", "")
+
+
+def _verified(
+    session: StoredSession, target: BackendSessionStore, action: str, detail: str
+) -> tuple[str, str]:
+    if target.load(session.session_id) != session:
+        return "failed", "the copy does not read back equal"
+    return action, detail
+
+
+def _difference(found: StoredSession, wanted: StoredSession) -> str:
+    """Which fields of the target's session differ from the source's, for messages."""
+    parts = []
+    for name in StoredSession.__dataclass_fields__:
+        have, want = getattr(found, name), getattr(wanted, name)
+        if have == want:
             continue
-        yield session_id, "copied", ""
+        if name == "messages":
+            parts.append(f"{len(have)} messages there, {len(want)} here")
+        elif isinstance(have, int | str) or have is None:
+            parts.append(f"{name} {have} there, {want} here")
+        else:
+            parts.append(f"{name} differs")
+    if len(parts) > 2:
+        parts[2:] = [f"{len(parts) - 2} more field(s)"]
+    return "; ".join(parts) or "differs"

@@ -6,7 +6,9 @@ the last step, with the current model (see ``codec``).
 
 To add a version: copy ``StoredSession`` as a frozen ``SessionVN`` into
 ``history``, write ``_vN_to_vN+1`` here, register it in ``STEPS`` and describe it
-in ``DESCRIPTIONS``, then bump ``CURRENT_SCHEMA_VERSION``.
+in ``DESCRIPTIONS``, then bump ``CURRENT_SCHEMA_VERSION``. Add the way back too: a
+down-step ``_vN+1_to_vN`` in ``DOWN_STEPS`` (with ``DOWN_DESCRIPTIONS``), which says
+what the older version cannot hold, so ``sessionstore migrate --to N`` can roll back.
 """
 
 from __future__ import annotations
@@ -19,9 +21,13 @@ from sessionstore.models import CURRENT_SCHEMA_VERSION, SEED_FIELDS
 
 __all__ = [
     "DESCRIPTIONS",
+    "DOWN_DESCRIPTIONS",
+    "DOWN_STEPS",
     "STEPS",
     "V1_EXTRA_KEY",
     "Document",
+    "DownStep",
+    "downgrade",
     "read_version",
     "upgrade",
     "v1_extra_keys",
@@ -105,3 +111,70 @@ def upgrade(doc: Document, version: int, target: int = CURRENT_SCHEMA_VERSION) -
             raise RuntimeError(msg)
         version += 1
     return doc
+
+
+# --- down-steps: for ``sessionstore migrate --to N`` below the current version ---------
+#
+# A down-step takes a document of version N and returns a document of version N - 1
+# and what it could not keep: a tuple of field paths ("created_at", "metadata.team").
+# Like the up-steps it is pure: it never mutates its input and does no I/O. Nothing
+# is lost silently: the CLI shows every path and refuses without --allow-lossy.
+
+DownStep = Callable[[Document], tuple[Document, tuple[str, ...]]]
+
+
+def _v2_to_v1(doc: Document) -> tuple[Document, tuple[str, ...]]:
+    """Version 1 holds the four seed fields only, and no ``schema_version``.
+
+    The keys the original module ignored come back as top-level keys from
+    ``metadata[V1_EXTRA_KEY]``. Lost: ``created_at`` and ``updated_at`` when set,
+    and every other ``metadata`` key (an empty ``metadata`` loses nothing).
+    """
+    out: Document = {key: doc[key] for key in SEED_FIELDS}
+    lost = [key for key in ("created_at", "updated_at") if doc.get(key) is not None]
+    metadata = doc.get("metadata") or {}
+    for key, value in metadata.items():
+        if key == V1_EXTRA_KEY and type(value) is dict:
+            for extra_key, extra_value in value.items():
+                if extra_key in _V1_KEYS:
+                    lost.append(f"metadata.{V1_EXTRA_KEY}.{extra_key}")
+                else:
+                    out[extra_key] = extra_value
+        else:
+            lost.append(f"metadata.{key}")
+    return out, tuple(lost)
+
+
+DOWN_STEPS: Mapping[int, DownStep] = MappingProxyType({2: _v2_to_v1})
+"""Source version -> the step that lowers a document of that version by one."""
+
+DOWN_DESCRIPTIONS: Mapping[int, str] = MappingProxyType(
+    {
+        2: "drops schema_version, created_at, updated_at and metadata; the keys v1 "
+        f"ignored come back from metadata[{V1_EXTRA_KEY!r}]",
+    }
+)
+"""One line per down-step (by source version): what it does and what it cannot keep."""
+
+
+def downgrade(doc: Document, version: int, target: int) -> tuple[Document, tuple[str, ...]]:
+    """Apply the down-steps from ``version`` down to ``target``; return the new document
+    and every field path that could not be kept (empty when nothing is lost).
+
+    The input is left unchanged. Raises ``LookupError`` when a step is missing and
+    ``RuntimeError`` when a step does not lower the version by exactly one.
+    """
+    lost: list[str] = []
+    while version > target:
+        step = DOWN_STEPS.get(version)
+        if step is None:
+            msg = f"no down-step registered from schema version {version}"
+            raise LookupError(msg)
+        doc, step_lost = step(doc)
+        lost.extend(step_lost)
+        reached = read_version(doc)
+        if reached != version - 1:
+            msg = f"down-step from version {version} produced version {reached!r}"
+            raise RuntimeError(msg)
+        version -= 1
+    return doc, tuple(lost)

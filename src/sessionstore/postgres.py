@@ -1,6 +1,6 @@
 """``PostgresSessionStore``: validated, versioned sessions in a PostgreSQL table.
 
-Needs the ``postgres`` extra (``pip install 'sessionstore[postgres]'``). Not
+Needs the ``postgres`` extra (from a checkout: ``pip install '.[postgres]'``). Not
 imported by ``import sessionstore``; import it from here.
 """
 

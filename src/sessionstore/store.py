@@ -9,7 +9,8 @@ runs under the backend's per-session lock.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -19,7 +20,7 @@ from sessionstore.backends.filesystem import FileSystemBackend
 from sessionstore.backends.memory import MemoryBackend
 from sessionstore.codec import decode, encode
 from sessionstore.errors import (
-    ConflictError,
+    CommitUnknownError,
     InvalidSessionIdDeleteError,
     InvalidSessionIdError,
     InvalidSessionIdLoadError,
@@ -77,39 +78,20 @@ class BackendSessionStore:
         """
         session = _validated(session)
         data = self._encode(session)
-        try:
+        with _naming_the_etag(content_etag(data)):
             return self.backend.write(session.session_id, data, if_match=if_match)
-        except ConflictError:
-            # A retry after CommitUnknownError whose first attempt had landed: the
-            # same bytes are stored, so this save is done.
-            if self._stored_bytes_are(session.session_id, data):
-                return content_etag(data)
-            raise
 
     def create(self, session: StoredSession) -> str:
         """Store ``session`` only if no session has its id; return the etag.
 
-        Raises ``ConflictError`` (nothing written) when the id is taken by another
-        session, and what ``save`` raises. A create of exactly what is stored succeeds
-        and returns its etag: it is a retry whose first attempt landed (after a
-        ``CommitUnknownError``), and retrying it is safe.
+        Raises ``ConflictError`` (nothing written) when the id is taken, and what
+        ``save`` raises. After a ``CommitUnknownError``, the session exists if its etag
+        is the error's ``etag``: a retried create would then be a conflict.
         """
         session = _validated(session)
         data = self._encode(session)
-        try:
+        with _naming_the_etag(content_etag(data)):
             return self.backend.create(session.session_id, data)
-        except ConflictError:
-            # A retried create whose first attempt landed (CommitUnknownError): done.
-            if self._stored_bytes_are(session.session_id, data):
-                return content_etag(data)
-            raise
-
-    def _stored_bytes_are(self, session_id: str, data: bytes) -> bool:
-        with self.backend.lock(session_id):
-            try:
-                return self.backend.read(session_id, max_bytes=self.max_bytes) == data
-            except SessionStoreError:
-                return False
 
     def _encode(self, session: StoredSession) -> bytes:
         data = encode(session)
@@ -363,6 +345,17 @@ def _validated(session: StoredSession) -> StoredSession:
     return session_adapter().validate_python(
         {name: fields[name] for name in _FIELD_NAMES if name in fields}
     )
+
+
+@contextmanager
+def _naming_the_etag(etag: str) -> Iterator[None]:
+    """Give a ``CommitUnknownError`` the etag the session has if the write landed."""
+    try:
+        yield
+    except CommitUnknownError as exc:
+        if exc.etag is None:
+            exc.etag = etag
+        raise
 
 
 def _check_token_argument(name: str, value: object) -> None:

@@ -165,7 +165,9 @@ def _parent_not_synced(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def _migrate_without_the_lock(monkeypatch: pytest.MonkeyPatch) -> None:
-    def variant(self: Any, session_id: str, transform: Any, *, before_write: Any = None) -> bool:
+    def variant(
+        self: Any, session_id: str, transform: Any, *, before_write: Any = None, **_: Any
+    ) -> bool:
         current = self.read(session_id, max_bytes=self.max_bytes)
         new = None if current is None else transform(current)
         if new is None:

@@ -37,6 +37,7 @@ from sessionstore.atomic import (
 )
 from sessionstore.backends.base import DEFAULT_MAX_BYTES, content_etag
 from sessionstore.errors import (
+    CommitUnknownError,
     ConflictError,
     LockTimeoutError,
     NotARegularFileError,
@@ -57,6 +58,9 @@ __all__ = [
     "TEMP",
     "Entry",
     "FileSystemBackend",
+    "classify_name",
+    "describe_mode",
+    "quarantined_session_id",
 ]
 
 SUFFIX = ".json"
@@ -340,7 +344,7 @@ class FileSystemBackend:
         try:
             write_atomic(self.directory, path.name, data, durable=self.durable)
         except RenamedButNotSynced as exc:
-            raise SessionWriteError(
+            raise CommitUnknownError(
                 f"session {session_id!r}: {path} was replaced but {exc.strerror}; the new "
                 "version may not survive a crash",
                 session_id=session_id,
@@ -479,16 +483,20 @@ class FileSystemBackend:
         session_id: str,
         transform: Callable[[bytes], bytes | None],
         *,
-        before_write: Callable[[bytes], None] | None = None,
+        before_write: Callable[[bytes, os.stat_result], None] | None = None,
+        keep_owner: bool = True,
     ) -> bool:
         """Under the session's lock, re-read its file and replace it with
         ``transform(current bytes)``; True when rewritten.
 
         Nothing is written when the file is gone or ``transform`` returns None.
-        ``before_write(old bytes)`` runs first (a backup). The rename is not flushed
-        here: call ``sync`` before reporting the rewrite as done (a batch of
-        rewrites shares one flush). Raises ``SessionWriteError`` (the old file is
-        intact), ``LockTimeoutError`` and the read errors of ``read``.
+        ``before_write(old bytes, old lstat)`` runs first (a backup). The new file
+        keeps the old one's mode and, with ``keep_owner``, its owner and group (run
+        as root, a rewrite must not lock the application's user out). The rename is
+        not flushed here: call ``sync`` before reporting the rewrite as done (a batch
+        of rewrites shares one flush). Raises ``SessionWriteError`` (the old file is
+        intact; also when its owner cannot be kept), ``LockTimeoutError`` and the
+        read errors of ``read``.
         """
         path = self.location(session_id)
         with self.lock(session_id):
@@ -498,21 +506,182 @@ class FileSystemBackend:
             new = transform(current)
             if new is None:
                 return False
+            info = self.stat_entry(path.name)
+            if info is None:
+                return False
             if before_write is not None:
-                before_write(current)
+                before_write(current, info)
             try:
                 write_atomic(
-                    self.directory, path.name, new, durable=self.durable, sync_directory=False
+                    self.directory,
+                    path.name,
+                    new,
+                    durable=self.durable,
+                    sync_directory=False,
+                    like=info,
+                    keep_owner=keep_owner,
                 )
             except OSError as exc:
                 raise SessionWriteError(
                     f"session {session_id!r}: could not rewrite {path}: "
-                    f"{exc.strerror or exc}; the old file is intact",
+                    f"{exc.strerror or exc}{_owner_hint(exc, info)}; the old file is intact",
                     session_id=session_id,
                     path=path,
                     errno=exc.errno,
                 ) from exc
         return True
+
+    def read_entry(self, name: str) -> tuple[bytes, os.stat_result] | None:
+        """The bytes and ``lstat`` of the folder entry ``name`` (any ``*.json`` name, an
+        invalid id too) when it is a regular file of at most ``max_bytes``; None when
+        it is gone, not a regular file or larger. Raises ``SessionReadError``."""
+        with self._folder_fd(name, "read") as dir_fd:
+            try:
+                fd = os.open(name, _READ_FLAGS, dir_fd=dir_fd)
+            except OSError as exc:
+                if exc.errno in (errno.ENOENT, errno.ELOOP, errno.EISDIR, errno.ENXIO):
+                    return None
+                raise self._read_error(name, self.directory / name, exc) from exc
+            try:
+                info = os.fstat(fd)
+                if not stat.S_ISREG(info.st_mode) or info.st_size > self.max_bytes:
+                    return None
+                data = read_at_most(fd, info.st_size, self.max_bytes)
+            except OSError as exc:
+                raise self._read_error(name, self.directory / name, exc) from exc
+            finally:
+                os.close(fd)
+        return (data, info) if len(data) <= self.max_bytes else None
+
+    def adopt(
+        self,
+        name: str,
+        session_id: str,
+        transform: Callable[[bytes], bytes | None],
+        *,
+        keep_owner: bool = True,
+    ) -> Path | None:
+        """Give the file ``name`` (a ``*.json`` name that is not a valid id) the id
+        ``session_id``: under that id's lock, write ``transform(its bytes)`` as
+        ``<session_id>.json`` (keeping mode and, with ``keep_owner``, owner) and then
+        remove ``name``; return the new path, or None when nothing was done (the file
+        is gone or changed, not a regular file, or ``transform`` returned None).
+
+        If ``<session_id>.json`` already holds exactly the bytes ``transform`` makes
+        (an earlier run stopped between the two steps), only ``name`` is removed. A
+        different session there raises ``ConflictError``. The new file is flushed
+        before the old name goes, so a crash leaves the data under one name or both,
+        never none. Raises ``SessionWriteError`` and ``LockTimeoutError``.
+        """
+        path = self.location(session_id)
+        with self.lock(session_id), self._folder_fd(session_id, "rename") as dir_fd:
+            found = self.read_entry(name)
+            if found is None:
+                return None
+            data, info = found
+            new = transform(data)
+            if new is None:
+                return None
+            existing = self.read(session_id, max_bytes=self.max_bytes)
+            if existing is not None and existing != new:
+                raise ConflictError(
+                    f"cannot give {self.directory / name} the id {session_id!r}: {path} "
+                    "already holds another session; nothing was changed",
+                    session_id=session_id,
+                    path=path,
+                )
+            try:
+                if existing is None:
+                    write_atomic(
+                        self.directory,
+                        path.name,
+                        new,
+                        durable=self.durable,
+                        dir_fd=dir_fd,
+                        like=info,
+                        keep_owner=keep_owner,
+                    )
+                if _same_file(name, dir_fd, info):
+                    os.unlink(name, dir_fd=dir_fd)
+                    if self.durable:
+                        full_fsync(dir_fd)
+            except OSError as exc:
+                raise SessionWriteError(
+                    f"could not give {self.directory / name} the id {session_id!r}: "
+                    f"{exc.strerror or exc}{_owner_hint(exc, info)}; {name} is intact",
+                    session_id=session_id,
+                    path=path,
+                    errno=exc.errno,
+                ) from exc
+        return path
+
+    def quarantined(self) -> list[tuple[str, os.stat_result]]:
+        """The regular files in ``.quarantine/`` (name and ``lstat``), sorted by name;
+        ``[]`` when there is no quarantine. Raises ``SessionReadError``, also when
+        ``.quarantine`` is a link or not a folder."""
+        where = self.directory / QUARANTINE_DIR_NAME
+        try:
+            dir_fd = open_folder(where)
+        except FileNotFoundError:
+            return []
+        except OSError as exc:
+            raise SessionReadError(
+                f"cannot read the quarantine {where}: {exc.strerror or exc}",
+                path=where,
+                errno=exc.errno,
+            ) from exc
+        try:
+            out = []
+            for name in sorted(os.listdir(dir_fd)):
+                info = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+                if stat.S_ISREG(info.st_mode):
+                    out.append((name, info))
+            return out
+        except OSError as exc:
+            raise SessionReadError(
+                f"cannot read the quarantine {where}: {exc.strerror or exc}",
+                path=where,
+                errno=exc.errno,
+            ) from exc
+        finally:
+            os.close(dir_fd)
+
+    def restore(self, name: str) -> Path | None:
+        """Move ``.quarantine/<name>`` (named ``<id>.json.<time>`` by ``quarantine``) back
+        to ``<id>.json``, under that session's lock, only when no file has that name;
+        return the restored path, or None when ``name`` is not a quarantined file.
+
+        Raises ``ValueError`` for a name that does not start with ``<valid id>.json.``,
+        ``ConflictError`` when the session has a file again (nothing moved), and
+        ``SessionWriteError`` and ``LockTimeoutError``.
+        """
+        session_id = quarantined_session_id(name)
+        if session_id is None:
+            msg = f"{name!r} is not a name doctor --fix gives a quarantined file (<id>.json.<time>)"
+            raise ValueError(msg)
+        path = self.location(session_id)
+        with self.lock(session_id), self._folder_fd(session_id, "restore") as dir_fd:
+            try:
+                with self._open_private(QUARANTINE_DIR_NAME, dir_fd) as source_fd:
+                    info = os.stat(name, dir_fd=source_fd, follow_symlinks=False)
+                    if not stat.S_ISREG(info.st_mode):
+                        return None
+                    if self.exists(session_id):
+                        raise ConflictError(
+                            f"session {session_id!r} has a file again ({path}); "
+                            f"{name} stays in quarantine",
+                            session_id=session_id,
+                            path=path,
+                        )
+                    os.rename(name, path.name, src_dir_fd=source_fd, dst_dir_fd=dir_fd)
+                    if self.durable:
+                        full_fsync(dir_fd)
+                        full_fsync(source_fd)
+            except FileNotFoundError:
+                return None
+            except OSError as exc:
+                raise self._maintenance_error(session_id, "restore", path, exc) from exc
+        return path
 
     def quarantine(
         self,
@@ -658,6 +827,23 @@ def classify_name(name: str) -> Entry:
         if target:
             return Entry(name, TEMP, target[1])
     return Entry(name, OTHER)
+
+
+def quarantined_session_id(name: str) -> str | None:
+    """The session id of a quarantined file's name (``<id>.json.<time>[.<n>]``), or None."""
+    stem, sep, _ = name.partition(SUFFIX + ".")
+    if not sep or not SESSION_FILE_NAME.fullmatch(stem + SUFFIX):
+        return None
+    return stem
+
+
+def _owner_hint(exc: OSError, info: os.stat_result) -> str:
+    if exc.errno in (errno.EPERM, errno.EACCES) and info.st_uid != os.geteuid():
+        return (
+            f" (the file belongs to uid {info.st_uid}: run as that user or as root, "
+            "or let its owner change with --force)"
+        )
+    return ""
 
 
 def _same_file(name: str, dir_fd: int, seen: os.stat_result) -> bool:

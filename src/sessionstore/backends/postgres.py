@@ -1,6 +1,6 @@
 """Sessions as rows of one PostgreSQL table: for applications on many machines.
 
-Needs the ``postgres`` extra (``pip install 'sessionstore[postgres]'``); importing
+Needs the ``postgres`` extra (from a checkout: ``pip install '.[postgres]'``); importing
 this module without psycopg raises an ``ImportError`` that says so.
 
 One row per session: ``id`` (primary key), ``schema_version``, ``document`` (the
@@ -38,8 +38,8 @@ are cancelled by the server after it (``statement_timeout``), and a connection
 whose server does not answer within 1.5 x ``timeout`` (plus ``lock_timeout`` when
 a lock is awaited) is broken by a watchdog (see ``postgres_connections``). When
 the connection is lost after COMMIT was sent, the outcome is unknown and the
-error is ``CommitUnknownError``; ``create`` and ``save(if_match=...)`` of a
-document that is already stored succeed, so retrying them is safe.
+error is ``CommitUnknownError``, whose ``etag`` is what the session's etag is
+if the write landed (a blind retry could apply it twice, or fail as a conflict).
 """
 
 from __future__ import annotations
@@ -70,8 +70,9 @@ try:
     )
 except ImportError as exc:  # pragma: no cover - exercised by a sys.modules test
     raise ImportError(
-        "the PostgreSQL backend of sessionstore needs psycopg 3: "
-        "pip install 'sessionstore[postgres]'",
+        "the PostgreSQL backend of sessionstore needs psycopg 3: install the postgres "
+        "extra, from a checkout of sessionstore with python -m pip install '.[postgres]' "
+        "(once sessionstore is published: pip install 'sessionstore[postgres]')",
         name=exc.name,
     ) from exc
 
@@ -478,9 +479,8 @@ class PostgresBackend:
             return self._write(session_id, "write", self._sql["upsert"], params, lambda _: etag)
 
         def outcome(cursor: Cursor) -> str:
-            updated, found, same = _one(cursor)
-            if updated or (found == etag and same):
-                # Or: these very bytes are stored already (a retry whose first try landed).
+            updated, found, _ = _one(cursor)
+            if updated:
                 return etag
             raise ConflictError(
                 f"session {session_id!r} in {self.location(session_id)} changed since it was "
@@ -501,9 +501,8 @@ class PostgresBackend:
         }
 
         def outcome(cursor: Cursor) -> str:
-            inserted, found, same = _one(cursor)
-            if inserted or (found == etag and same):
-                # Or: these very bytes are stored already (a retry whose first try landed).
+            inserted, _, _ = _one(cursor)
+            if inserted:
                 return etag
             raise ConflictError(
                 f"session {session_id!r} already exists in {self.description}; nothing written",
@@ -748,8 +747,8 @@ class PostgresBackend:
         if unknown:
             message += (
                 "; COMMIT was sent but its answer was lost, so the write may or may not "
-                "have landed (never half-written): load the session to see, or retry "
-                "(a retried create or if_match save of the same document succeeds if it landed)"
+                "have landed (never half-written): load the session with its etag to see "
+                "(it landed if the etag is the error's etag)"
             )
             return CommitUnknownError(message, session_id=session_id, path=path)
         if issubclass(cls, SessionWriteError):
