@@ -27,7 +27,7 @@ import shutil
 import tempfile
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -57,12 +57,39 @@ class _Wrapper:
     def __init__(self, inner: Any) -> None:
         self.inner = inner
 
+    # Every member of the Backend protocol is forwarded by name: from Python 3.12 on,
+    # isinstance() against a runtime-checkable protocol looks members up statically and
+    # does not see what __getattr__ would provide.
     def __getattr__(self, name: str) -> Any:
         return getattr(self.inner, name)
 
     @property
     def description(self) -> str:
         return f"{type(self).__name__} over {self.inner.description}"
+
+    def location(self, session_id: str) -> object:
+        return self.inner.location(session_id)
+
+    def read(self, session_id: str, *, max_bytes: int) -> bytes | None:
+        return self.inner.read(session_id, max_bytes=max_bytes)  # type: ignore[no-any-return]
+
+    def write(self, session_id: str, data: bytes, *, if_match: str | None = None) -> str:
+        return str(self.inner.write(session_id, data, if_match=if_match))
+
+    def create(self, session_id: str, data: bytes) -> str:
+        return str(self.inner.create(session_id, data))
+
+    def delete(self, session_id: str) -> bool:
+        return bool(self.inner.delete(session_id))
+
+    def exists(self, session_id: str) -> bool:
+        return bool(self.inner.exists(session_id))
+
+    def list_ids(self) -> list[str]:
+        return list(self.inner.list_ids())
+
+    def lock(self, session_id: str) -> AbstractContextManager[None]:
+        return self.inner.lock(session_id)  # type: ignore[no-any-return]
 
 
 class LostDelete(_Wrapper):
