@@ -12,7 +12,12 @@ def unvalidated(**fields: Any) -> StoredSession:
     session = object.__new__(StoredSession)
     for name, value in fields.items():
         object.__setattr__(session, name, value)
-    defaults = {"created_at": None, "updated_at": None, "metadata": {}, "schema_version": 2}
+    defaults: dict[str, Any] = {
+        "created_at": None,
+        "updated_at": None,
+        "metadata": {},
+        "schema_version": 2,
+    }
     for name, value in defaults.items():
         if name not in fields:
             object.__setattr__(session, name, value)

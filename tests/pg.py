@@ -24,7 +24,8 @@ SKIP_REASON = (
 requires_postgres = [pytest.mark.postgres, pytest.mark.skipif(not DSN, reason=SKIP_REASON)]
 """Marks for a PostgreSQL test module (``pytestmark``), class or function."""
 
-T = TypeVar("T")
+# What a pytest mark can decorate; a mark returns what it decorates.
+T = TypeVar("T", bound=Callable[..., object])
 
 
 def postgres_only(obj: T) -> T:

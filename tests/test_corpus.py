@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import TypedDict
 
 import pytest
 
@@ -25,7 +26,13 @@ from sessionstore.codec import decode_document, encode
 CORPUS = Path(__file__).parent / "corpus"
 REFUSED = Path(__file__).parent / "corpus_refused"
 
-EXPECTED = {
+
+class Expected(TypedDict):
+    messages: tuple[str, ...]
+    tokens: tuple[int, int]
+
+
+EXPECTED: dict[str, Expected] = {
     "v1-seed-basic": {"messages": ("hello", "how can I help?"), "tokens": (12, 34)},
     "v1-seed-unicode": {
         "messages": ("héllo wörld", "日本語", "emoji \U0001f600 and \U0010ffff", "nul\x00byte", ""),

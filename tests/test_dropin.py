@@ -158,14 +158,14 @@ def _too_many_positional_arguments(cls: Cls) -> Any:
 
 def _match_positional(cls: Cls) -> Any:
     match make(cls):
-        case cls(sid, messages, tokens_in, tokens_out):  # type: ignore[misc]
+        case cls(sid, messages, tokens_in, tokens_out):
             return sid, messages, tokens_in, tokens_out
     return None
 
 
 def _match_keywords_and_guard(cls: Cls) -> Any:
     match make(cls, tokens=0):
-        case cls(input_tokens=0, session_id=sid):  # type: ignore[misc]
+        case cls(input_tokens=0, session_id=sid):
             return "no input yet", sid
     return None
 

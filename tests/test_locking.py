@@ -208,7 +208,7 @@ def test_a_waiter_never_holds_a_lock_on_a_removed_lock_file(tmp_path: Path) -> N
                 fcntl.flock = announce  # type: ignore[assignment]
                 child = SessionStore(tmp_path, lock_timeout=None)
                 with child.backend.lock("s"):
-                    fcntl.flock = real_flock  # type: ignore[assignment]
+                    fcntl.flock = real_flock
                     os.write(locked_w, b"l")
                     os.read(done_r, 1)
                 code = 0
@@ -395,7 +395,7 @@ def test_a_relative_folder_survives_chdir(tmp_path: Path, monkeypatch: pytest.Mo
     store.append_messages("s", ["after chdir"])
     assert SessionStore(tmp_path / "first" / "rel").load("s").messages == ("hello", "after chdir")
     assert not (tmp_path / "second" / "rel").exists()
-    assert store.backend.location("s") == tmp_path / "first" / "rel" / "s.json"  # type: ignore[attr-defined]
+    assert store.backend.location("s") == tmp_path / "first" / "rel" / "s.json"
 
 
 # --- issue 9.3: a link at .locks is refused, never followed -------------------------

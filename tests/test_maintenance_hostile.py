@@ -183,10 +183,10 @@ def test_no_command_writes_through_a_linked_locks_folder(
 
 
 @pytest.fixture
-def between_scan_and_fix(monkeypatch: pytest.MonkeyPatch) -> Callable[[Callable[[], None]], None]:
+def between_scan_and_fix(monkeypatch: pytest.MonkeyPatch) -> Callable[[Callable[[], object]], None]:
     """Run a hook after ``doctor`` scanned the folder and before it fixes anything."""
 
-    def install(hook: Callable[[], None]) -> None:
+    def install(hook: Callable[[], object]) -> None:
         real = maintenance.find_debris
 
         def scan_then_hook(*args: Any, **kwargs: Any) -> Iterator[maintenance.Debris]:
@@ -201,7 +201,7 @@ def between_scan_and_fix(monkeypatch: pytest.MonkeyPatch) -> Callable[[Callable[
 def test_doctor_fix_leaves_a_session_saved_again_after_the_scan(
     capsys: pytest.CaptureFixture[str],
     store_dir: Path,
-    between_scan_and_fix: Callable[[Callable[[], None]], None],
+    between_scan_and_fix: Callable[[Callable[[], object]], None],
 ) -> None:
     # Issue 9.4: doctor --fix scanned, then moved without the lock or a re-check: a
     # session the application saved again meanwhile went to quarantine.
@@ -219,7 +219,7 @@ def test_doctor_fix_leaves_a_session_saved_again_after_the_scan(
 def test_doctor_fix_keeps_the_lock_file_of_a_session_created_after_the_scan(
     capsys: pytest.CaptureFixture[str],
     store_dir: Path,
-    between_scan_and_fix: Callable[[Callable[[], None]], None],
+    between_scan_and_fix: Callable[[Callable[[], object]], None],
 ) -> None:
     (store_dir / ".locks" / "late.lock").write_text("")
     between_scan_and_fix(lambda: SessionStore(store_dir).save(make("late")))
@@ -495,7 +495,7 @@ def test_text_output_survives_a_stdout_that_cannot_encode_it(
     monkeypatch.setattr("sys.stdout", ascii_out)
     assert main(["validate", "--dir", str(nasty_dir)]) == 1
     ascii_out.flush()
-    text = ascii_out.buffer.getvalue().decode("ascii")  # type: ignore[attr-defined]
+    text = ascii_out.buffer.getvalue().decode("ascii")
     assert "caf\\xe9.json" in text
 
 

@@ -208,7 +208,9 @@ def test_encoding_is_stable_for_equal_sessions(session: StoredSession) -> None:
 
 def test_replace_validates_like_construction() -> None:
     session = make()
-    assert dataclasses.replace(session, messages=["x"]).messages == ("x",)
+    # A list where the field is a tuple, on purpose: replace converts it as construction does.
+    coerced = dataclasses.replace(session, messages=["x"])  # type: ignore[arg-type]
+    assert coerced.messages == ("x",)
     with pytest.raises(ValidationError, match="input_tokens"):
         dataclasses.replace(session, input_tokens=-1)
     with pytest.raises(ValidationError, match="surrogate"):

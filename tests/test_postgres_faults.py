@@ -232,7 +232,11 @@ def _mixed_writer(
                 if kind == "append":
                     result = list(store.append_messages(session_id, [token]).messages)
                 elif kind == "update":
-                    updated = store.update(session_id, lambda s, t=token: _append(s, t))
+
+                    def add_token(session: StoredSession, token: str = token) -> StoredSession:
+                        return _append(session, token)
+
+                    updated = store.update(session_id, add_token)
                     result = list(updated.messages)
                 elif kind == "if_match":
                     session, etag = store.load_with_etag(session_id)
@@ -329,13 +333,15 @@ def test_mixed_writers_in_several_processes_lose_nothing(table: str, tmp_path: P
 
 def test_the_history_check_catches_a_lost_update_and_a_resurrection() -> None:
     """The checker above is not vacuous."""
-    lost = [[["append", "a", "t0", ["t0"]], ["update", "a", "t1", ["t0", "t1"]]]]
+    lost: list[list[list[Any]]] = [
+        [["append", "a", "t0", ["t0"]], ["update", "a", "t1", ["t0", "t1"]]]
+    ]
     lost.append([["if_match", "a", "t2", ["t0", "t2"]]])  # built on the same state
     assert mixed_violations(lost, {"a": ("t0", "t1"), "b": None})
-    back = [[["append", "a", "t0", ["t0"]], ["delete", "a", "t1", True]]]
+    back: list[list[list[Any]]] = [[["append", "a", "t0", ["t0"]], ["delete", "a", "t1", True]]]
     back.append([["append", "a", "t2", ["t0", "t2"]]])  # the deleted session came back
     assert mixed_violations(back, {"a": ("t0", "t2"), "b": None})
-    fine = [[["append", "a", "t0", ["t0"]], ["delete", "a", "t1", True]]]
+    fine: list[list[list[Any]]] = [[["append", "a", "t0", ["t0"]], ["delete", "a", "t1", True]]]
     fine.append([["append", "a", "t2", ["t2"]], ["if_match", "a", "t3", "ConflictError"]])
     assert mixed_violations(fine, {"a": ("t2",), "b": None}) == []
 

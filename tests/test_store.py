@@ -178,7 +178,7 @@ def fs_calls(monkeypatch: pytest.MonkeyPatch) -> list[str]:
 def test_invalid_ids_are_refused_before_any_filesystem_call(
     store: SessionStore, bad_id: str, fs_calls: list[str]
 ) -> None:
-    operations = [
+    operations: list[Callable[[], object]] = [
         lambda: store.save(replace(make(), session_id=bad_id)),
         lambda: store.load(bad_id),
         lambda: store.exists(bad_id),

@@ -16,7 +16,7 @@ import stat
 import threading
 import time
 from collections.abc import Callable, Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import AbstractContextManager, ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -161,7 +161,7 @@ class Call:
 def recording(*names: str) -> Iterator[list[Call]]:
     """Record every call of the named ``os`` functions (and ``open``) while inside."""
     calls: list[Call] = []
-    patches = []
+    patches: list[AbstractContextManager[Any]] = []
     for name in names:
         original = getattr(os, name)
 

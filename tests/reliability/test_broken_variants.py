@@ -20,6 +20,7 @@ import pytest
 
 from sessionstore import atomic, locking
 from sessionstore.backends import filesystem, memory
+from sessionstore.backends.base import content_etag
 from sessionstore.errors import ConflictError
 from tests.reliability.checks import (
     crash_violations,
@@ -132,7 +133,7 @@ def _create_without_the_lock(monkeypatch: pytest.MonkeyPatch) -> None:
         if self.exists(session_id):
             raise ConflictError(f"{session_id} exists")
         self._write(session_id, self.location(session_id), data)
-        return filesystem.content_etag(data)
+        return content_etag(data)
 
     monkeypatch.setattr(filesystem.FileSystemBackend, "create", variant)
 

@@ -32,8 +32,10 @@ def _writer(folder: str, updates: int) -> None:
 
 
 def _reader(
-    folder: str, done: multiprocessing.synchronize.Event, out: multiprocessing.Queue
-) -> None:  # type: ignore[type-arg]
+    folder: str,
+    done: multiprocessing.synchronize.Event,
+    out: multiprocessing.Queue[tuple[int, int, list[str]]],
+) -> None:
     store = SessionStore(folder)
     seen, loads, problems = 0, 0, []
     while True:

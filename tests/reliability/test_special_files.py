@@ -20,7 +20,6 @@ from sessionstore import (
     SessionWriteError,
     StoredSession,
 )
-from sessionstore import atomic as atomic_module
 from tests.reliability.checks import temp_files
 from tests.reliability.figures import record
 
@@ -138,7 +137,7 @@ def test_symlink_planted_at_the_temp_name_changes_nothing(
     store.save(_session(text="first"))
     # Make the next temp name predictable and plant a link there first.
     tokens = iter(["0" * 16, "1" * 16])
-    monkeypatch.setattr(atomic_module.secrets, "token_hex", lambda n: next(tokens))
+    monkeypatch.setattr("sessionstore.atomic.secrets.token_hex", lambda n: next(tokens))
     planted = folder / f".victim.json.{'0' * 16}.tmp"
     planted.symlink_to(outside)
     store.save(_session(text="second"))
