@@ -41,6 +41,7 @@ __all__ = [
     "open_folder",
     "read_regular_file",
     "remove_durably",
+    "sync_data",
     "write_atomic",
 ]
 
@@ -76,6 +77,15 @@ def full_fsync(fd: int) -> None:
         # The filesystem has no full flush at all (nothing was attempted): fsync
         # is the strongest flush it offers.
         os.fsync(fd)
+
+
+def sync_data(fd: int) -> None:
+    """Flush ``fd``'s data (and the size it needs) to stable storage: ``fdatasync``, or
+    ``F_FULLFSYNC`` where the platform has it. Raises ``OSError``; never retries."""
+    if getattr(fcntl, "F_FULLFSYNC", None) is not None or not hasattr(os, "fdatasync"):
+        full_fsync(fd)
+    else:
+        os.fdatasync(fd)
 
 
 def fsync_directory(directory: Path | str) -> None:

@@ -1,6 +1,8 @@
 """Bytes <-> ``StoredSession``: parse, the version gate, migration, one validation.
 
-No I/O here. ``decode_document`` is the load pipeline after the bytes are read.
+No I/O here. ``decode_document`` is the load pipeline after the bytes are read:
+it splits a current-version file into its snapshot and append records (see
+``records``), decodes the snapshot, then checks the records and merges them.
 A document of the current version, as ``encode`` writes it, takes one pass:
 Pydantic parses and validates the bytes at once. Anything else (an older
 version, a document the fast pass refuses, metadata nested deeper than that
@@ -13,14 +15,16 @@ bytes came from.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
 import pydantic_core
 from pydantic import ValidationError
+from xxhash import xxh3_128_hexdigest
 
 from sessionstore.errors import CorruptSessionError, SchemaVersionError
 from sessionstore.migrations import Document, read_version, upgrade, v1_extra_keys
@@ -29,6 +33,17 @@ from sessionstore.models import (
     DECODED_TEXT,
     StoredSession,
     session_adapter,
+)
+from sessionstore.records import (
+    STORE_LINE_PREFIX,
+    KeyResult,
+    Layout,
+    RecordError,
+    check_store,
+    read_chain,
+    split_layout,
+    store_keys,
+    stored_etag,
 )
 
 __all__ = ["DecodedSession", "decode", "decode_document", "encode"]
@@ -51,6 +66,16 @@ class DecodedSession:
     """How many escaped lone surrogates were replaced by U+FFFD (seed files only)."""
     extra_keys: tuple[str, ...] = ()
     """Keys of a version-1 document the original module ignored; kept in ``metadata``."""
+    etag: str = ""
+    """The etag of the stored bytes (``records.stored_etag``)."""
+    records: int = 0
+    """How many append records followed the snapshot (merged into ``session``)."""
+    torn_bytes: int = 0
+    """Bytes at the end that belong to no complete record: an append that never finished."""
+    folded_store: bool = False
+    """True when the snapshot carries a fold's store line (kept etag, append keys)."""
+    keys: dict[str, KeyResult] = field(default_factory=dict)
+    """The append keys the session remembers, oldest first."""
 
     @property
     def needs_rewrite(self) -> bool:
@@ -58,21 +83,26 @@ class DecodedSession:
         return self.source_version != CURRENT_SCHEMA_VERSION or self.repaired_surrogates > 0
 
 
-def encode(session: StoredSession) -> bytes:
+def encode(session: StoredSession, *, store_line: bytes | None = None) -> bytes:
     """Return the document bytes of a validated ``session``.
 
     orjson, 2-space indent, ``schema_version`` first, then the fields in order, and
-    a final newline. Raises ``ValueError`` for values JSON cannot hold (possible
-    only for a session built around validation; the store validates before it encodes).
+    a final newline. ``store_line`` (from ``records.encode_store_line``, written by a
+    fold) goes on the line before the closing brace. Raises ``ValueError`` for values
+    JSON cannot hold (possible only for a session built around validation; the store
+    validates before it encodes).
     """
     try:
         # ``__dict__`` holds the fields in order; putting schema_version first keeps
         # the version where a reader (and ``_CURRENT_PREFIX``) looks for it.
         fields = {"schema_version": session.schema_version, **session.__dict__}
-        return orjson.dumps(fields, option=_ENCODE_OPTIONS)
+        data = orjson.dumps(fields, option=_ENCODE_OPTIONS)
     except orjson.JSONEncodeError as exc:
         msg = f"session {session.session_id!r} cannot be encoded as JSON: {exc}"
         raise ValueError(msg) from None
+    if store_line is None:
+        return data
+    return b"".join((data[:-3], b",\n", STORE_LINE_PREFIX, store_line, b"\n}\n"))
 
 
 def decode(data: bytes, *, session_id: str | None = None, path: object = None) -> StoredSession:
@@ -91,20 +121,93 @@ def decode_document(
     ``session_id`` is the id the caller expects (the file name); the document's own
     id must equal it. ``path`` is only used in messages. Raises
     ``SchemaVersionError`` for a version newer than this library's and
-    ``CorruptSessionError`` for anything else that is not a usable session.
+    ``CorruptSessionError`` for anything else that is not a usable session,
+    including append records that are damaged, out of order or not chained to the
+    snapshot (a torn last line, an append that never finished, is ignored).
     """
-    if _CURRENT_PREFIX.match(data):
+    try:
+        layout = split_layout(data)
+    except RecordError as exc:
+        raise _corrupt(session_id, path, exc.reason, str(exc)) from None
+    store = layout.store
+    decoded = None
+    document = layout.document
+    if _CURRENT_PREFIX.match(document):
         try:
-            session = session_adapter().validate_json(data, context=DECODED_TEXT)
+            session = session_adapter().validate_json(document, context=DECODED_TEXT)
         except ValidationError:
             pass  # the full pipeline below names the problem precisely
         else:
             _check_id(session, session_id, path)
-            return DecodedSession(session, CURRENT_SCHEMA_VERSION)
-    return _decode_slowly(data, session_id, path)
+            decoded = DecodedSession(session, CURRENT_SCHEMA_VERSION)
+    if decoded is None:
+        decoded, found_store = _decode_slowly(document, session_id, path)
+        store = store if found_store is None else found_store
+    if not layout.records and store is None:
+        return _with(decoded, etag=stored_etag(data), torn_bytes=layout.torn)
+    return _merge_records(decoded, data, layout, store, session_id=session_id, path=path)
 
 
-def _decode_slowly(data: bytes, session_id: str | None, path: object) -> DecodedSession:
+def _merge_records(
+    decoded: DecodedSession,
+    data: bytes,
+    layout: Layout,
+    store: dict[str, Any] | None,
+    *,
+    session_id: str | None,
+    path: object,
+) -> DecodedSession:
+    session = decoded.session
+    if store is not None and store.get("etag") is not None:
+        snapshot_etag = store["etag"]
+    else:
+        snapshot_etag = xxh3_128_hexdigest(memoryview(data)[: layout.snapshot_end])
+    try:
+        chain = read_chain(
+            layout,
+            snapshot_etag=snapshot_etag,
+            message_count=len(session.messages),
+            remembered=store_keys(store),
+        )
+    except RecordError as exc:
+        raise _corrupt(session_id, path, exc.reason, str(exc)) from None
+    if chain.records:
+        last = chain.records[-1]
+        added: list[str] = []
+        for record in chain.records:
+            added += record["messages"]
+        try:
+            session = session_adapter().validate_python(
+                {
+                    **session.__dict__,
+                    "messages": (*session.messages, *added),
+                    "input_tokens": last["input_tokens"],
+                    "output_tokens": last["output_tokens"],
+                    "updated_at": last["updated_at"],
+                },
+                context=DECODED_TEXT,
+            )
+        except ValidationError as exc:
+            raise _corrupt(session_id, path, "invalid-fields", _describe(exc)) from None
+    etag = chain.records[-1]["hash"] if chain.records else snapshot_etag
+    return _with(
+        decoded,
+        session=session,
+        etag=etag,
+        records=len(chain.records),
+        torn_bytes=layout.torn,
+        folded_store=store is not None,
+        keys=chain.keys,
+    )
+
+
+def _with(decoded: DecodedSession, **changes: Any) -> DecodedSession:
+    return dataclasses.replace(decoded, **changes)
+
+
+def _decode_slowly(
+    data: bytes, session_id: str | None, path: object
+) -> tuple[DecodedSession, dict[str, Any] | None]:
     def corrupt(reason: str, detail: str) -> CorruptSessionError:
         return _corrupt(session_id, path, reason, detail)
 
@@ -157,6 +260,13 @@ def _decode_slowly(data: bytes, session_id: str | None, path: object) -> Decoded
     extra: tuple[str, ...] = ()
     if version == 1:
         extra = tuple(v1_extra_keys(doc))
+    store = None
+    if version == CURRENT_SCHEMA_VERSION and "store" in doc:
+        # A fold's store line, in a snapshot laid out other than as ``encode`` writes it.
+        try:
+            store = check_store(doc.pop("store"))
+        except RecordError as exc:
+            raise corrupt(exc.reason, str(exc)) from None
     if version < CURRENT_SCHEMA_VERSION:
         doc = upgrade(doc, version)
 
@@ -167,7 +277,7 @@ def _decode_slowly(data: bytes, session_id: str | None, path: object) -> Decoded
     except ValidationError as exc:
         raise corrupt("invalid-fields", _describe(exc)) from None
     _check_id(session, session_id, path)
-    return DecodedSession(session, version, repaired, extra)
+    return DecodedSession(session, version, repaired, extra), store
 
 
 def _check_id(session: StoredSession, session_id: str | None, path: object) -> None:

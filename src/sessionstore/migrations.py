@@ -65,7 +65,12 @@ def _v1_to_v2(doc: Document) -> Document:
     }
 
 
-STEPS: Mapping[int, Callable[[Document], Document]] = MappingProxyType({1: _v1_to_v2})
+def _v2_to_v3(doc: Document) -> Document:
+    """Version 3 has the same fields; what changes is that records may follow it."""
+    return {**doc, "schema_version": 3}
+
+
+STEPS: Mapping[int, Callable[[Document], Document]] = MappingProxyType({1: _v1_to_v2, 2: _v2_to_v3})
 """Source version -> the step that lifts a document of that version by one."""
 
 DESCRIPTIONS: Mapping[int, str] = MappingProxyType(
@@ -74,6 +79,8 @@ DESCRIPTIONS: Mapping[int, str] = MappingProxyType(
         "output_tokens; no schema_version",
         2: "sessionstore 0.1: adds schema_version, created_at, updated_at and metadata "
         "(v1's other keys kept in metadata)",
+        3: "sessionstore 0.2: the same fields, as a snapshot that append records (one JSON "
+        "object per line) may follow",
     }
 )
 """One line per schema version: what it is and what its step from the previous one does."""
@@ -145,13 +152,23 @@ def _v2_to_v1(doc: Document) -> tuple[Document, tuple[str, ...]]:
     return out, tuple(lost)
 
 
-DOWN_STEPS: Mapping[int, DownStep] = MappingProxyType({2: _v2_to_v1})
+def _v3_to_v2(doc: Document) -> tuple[Document, tuple[str, ...]]:
+    """Version 2 has the same fields; the records are folded into the document first
+    (the caller decodes the whole file), and the append keys a fold kept are dropped."""
+    out = {key: value for key, value in doc.items() if key != "store"}
+    out["schema_version"] = 2
+    return out, ()
+
+
+DOWN_STEPS: Mapping[int, DownStep] = MappingProxyType({2: _v2_to_v1, 3: _v3_to_v2})
 """Source version -> the step that lowers a document of that version by one."""
 
 DOWN_DESCRIPTIONS: Mapping[int, str] = MappingProxyType(
     {
         2: "drops schema_version, created_at, updated_at and metadata; the keys v1 "
         f"ignored come back from metadata[{V1_EXTRA_KEY!r}]",
+        3: "folds the append records into one document; loses nothing (the append "
+        "keys remembered for retries are forgotten)",
     }
 )
 """One line per down-step (by source version): what it does and what it cannot keep."""

@@ -46,7 +46,7 @@ __all__ = [
     "session_adapter",
 ]
 
-CURRENT_SCHEMA_VERSION = 2
+CURRENT_SCHEMA_VERSION = 3
 """The schema version this sessionstore writes."""
 
 MAX_TOKENS = 2**63 - 1
@@ -130,7 +130,7 @@ def json_value(value: Any, where: str, depth: int = 0) -> Any:
     config=ConfigDict(extra="forbid", title=f"Session, schema version {CURRENT_SCHEMA_VERSION}"),
 )
 class StoredSession:
-    """One stored session, schema version 2 (the current one).
+    """One stored session, schema version 3 (the current one).
 
     Frozen; unknown fields are refused. The first four fields are the original
     module's, in its order, so ``StoredSession("chat-1", ("hi",), 3, 0)`` and
@@ -151,7 +151,7 @@ class StoredSession:
     metadata: Annotated[
         dict[str, Any], Field(description="Free-form JSON object for the application's own data.")
     ] = dataclasses.field(default_factory=dict, hash=False)
-    schema_version: Literal[2] = 2
+    schema_version: Literal[3] = 3
 
     if TYPE_CHECKING:
         # Pydantic's dataclass accepts any iterable of str for ``messages`` (a list
@@ -165,7 +165,7 @@ class StoredSession:
             created_at: datetime | None = None,
             updated_at: datetime | None = None,
             metadata: dict[str, Any] | None = None,
-            schema_version: Literal[2] = 2,
+            schema_version: Literal[3] = 3,
         ) -> None: ...
 
     @field_validator("schema_version", mode="before")

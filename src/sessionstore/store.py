@@ -13,12 +13,12 @@ from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
 
+from sessionstore.appendlog import Append, AppendResult, Target, append_locked, fold_locked
 from sessionstore.backends.base import DEFAULT_MAX_BYTES, Backend, content_etag
 from sessionstore.backends.filesystem import FileSystemBackend
 from sessionstore.backends.memory import MemoryBackend
-from sessionstore.codec import decode, encode
+from sessionstore.codec import DecodedSession, decode_document, encode
 from sessionstore.errors import (
     CommitUnknownError,
     InvalidSessionIdDeleteError,
@@ -32,7 +32,8 @@ from sessionstore.errors import (
     TransientError,
 )
 from sessionstore.ids import validate_session_id
-from sessionstore.models import DECODED_TEXT, MAX_TOKENS, StoredSession, session_adapter
+from sessionstore.models import MAX_TOKENS, StoredSession, check_text, session_adapter
+from sessionstore.records import MAX_KEY_LENGTH, encode_store_line
 
 __all__ = [
     "DEFAULT_MAX_BYTES",
@@ -94,7 +95,9 @@ class BackendSessionStore:
             return self.backend.create(session.session_id, data)
 
     def _encode(self, session: StoredSession) -> bytes:
-        data = encode(session)
+        return self._check_size(session, encode(session))
+
+    def _check_size(self, session: StoredSession, data: bytes) -> bytes:
         if len(data) > self.max_bytes:
             location = self.backend.location(session.session_id)
             raise SessionTooLargeError(
@@ -119,15 +122,21 @@ class BackendSessionStore:
         return self._load_bytes(session_id)[0]
 
     def load_with_etag(self, session_id: str) -> tuple[StoredSession, str]:
-        """Like ``load``, and also return the etag to pass to ``save(if_match=...)``."""
-        session, data = self._load_bytes(session_id)
-        return session, content_etag(data)
+        """Like ``load``, and also return the etag to pass to ``save(if_match=...)``
+        or ``append(if_match=...)``."""
+        decoded = self._decode(session_id)
+        return decoded.session, decoded.etag
 
     def _load_bytes(self, session_id: str) -> tuple[StoredSession, bytes]:
         validate_session_id(session_id, error=InvalidSessionIdLoadError)
         data = self._read(session_id)
-        session = decode(data, session_id=session_id, path=self.backend.location(session_id))
-        return session, data
+        location = self.backend.location(session_id)
+        return decode_document(data, session_id=session_id, path=location).session, data
+
+    def _decode(self, session_id: str) -> DecodedSession:
+        validate_session_id(session_id, error=InvalidSessionIdLoadError)
+        data = self._read(session_id)
+        return decode_document(data, session_id=session_id, path=self.backend.location(session_id))
 
     def exists(self, session_id: str) -> bool:
         """True when a document is stored under ``session_id``, whether or not it loads."""
@@ -180,8 +189,8 @@ class BackendSessionStore:
         """
         validate_session_id(session_id)
         with self.backend.lock(session_id):
-            current = self.load(session_id)
-            new = fn(current)
+            decoded = self._decode(session_id)
+            new = fn(decoded.session)
             if not isinstance(new, StoredSession):
                 msg = f"update function returned {type(new).__name__}, not StoredSession"
                 raise TypeError(msg)
@@ -192,8 +201,67 @@ class BackendSessionStore:
                     f"to {new.session_id!r}"
                 )
                 raise ValueError(msg)
-            self.backend.write(session_id, self._encode(new))
+            # The append keys stay remembered, so a retried append is still exactly-once.
+            store_line = encode_store_line(None, decoded.keys) if decoded.keys else None
+            self.backend.write(
+                session_id, self._check_size(new, encode(new, store_line=store_line))
+            )
         return new
+
+    def append(  # the issue's signature: messages and five options
+        self,
+        session_id: str,
+        messages: Iterable[str],
+        *,
+        input_tokens: int = 0,
+        output_tokens: int = 0,
+        key: str | None = None,
+        if_match: str | None = None,
+    ) -> AppendResult:
+        """Append ``messages`` and add the token counts; return the new etag and totals.
+
+        Creates the session when missing. Costs the same at any session size: one
+        record line at the end of the file, written with one ``write()`` and one
+        fdatasync. With ``key`` (a non-empty string of at most 256 characters), the
+        append happens exactly once: a retry with the same key after a crash, a lost
+        reply or a timeout adds nothing and returns the first append's result (with
+        ``replayed=True``); the latest 1000 keys of a session are remembered, across
+        folds and ``update`` (a ``save`` replaces the session and forgets them). With
+        ``if_match``, append only if the session still has that etag, else raise
+        ``ConflictError`` (nothing written; a missing session never matches). Raises
+        ``TypeError``/``ValueError`` for bad arguments (nothing written),
+        ``SessionTooLargeError`` when the session would pass ``max_bytes``,
+        ``CommitUnknownError`` when the flush failed (retry with the same key), and
+        what ``load`` and ``save`` raise.
+        """
+        validate_session_id(session_id)
+        added = _checked_messages(messages)
+        _check_token_argument("input_tokens", input_tokens)
+        _check_token_argument("output_tokens", output_tokens)
+        if key is not None:
+            _check_key(key)
+        if if_match is not None and type(if_match) is not str:
+            msg = f"if_match must be an etag string or None, not {if_match!r}"
+            raise TypeError(msg)
+        now = datetime.now(timezone.utc)
+        append = Append(added, input_tokens, output_tokens, key, now)
+        with self.backend.lock(session_id):
+            return append_locked(self._target(session_id), append, if_match=if_match)
+
+    def compact(self, session_id: str) -> str:
+        """Fold the session's append records into one snapshot; return its etag.
+
+        The session does not change, and neither does its etag: an etag read before
+        the fold still matches after it. The remembered append keys are kept. Writes
+        nothing when there is nothing to fold (an older schema version is rewritten
+        as the current one). Raises what ``load`` and ``save`` raise.
+        """
+        validate_session_id(session_id)
+        with self.backend.lock(session_id):
+            return fold_locked(self._target(session_id))
+
+    def _target(self, session_id: str) -> Target:
+        return Target(self.backend, session_id, self.max_bytes, self._check_size)
 
     def append_messages(
         self,
@@ -211,44 +279,14 @@ class BackendSessionStore:
         and the errors of ``load`` and ``save``.
         """
         validate_session_id(session_id)
-        if isinstance(messages, str | bytes):
-            msg = "messages must be an iterable of strings, not a single string"
-            raise TypeError(msg)
+        added = _checked_messages(messages)
         _check_token_argument("input_tokens", input_tokens)
         _check_token_argument("output_tokens", output_tokens)
-        added = tuple(messages)
         now = datetime.now(timezone.utc)
+        append = Append(added, input_tokens, output_tokens, None, now)
         with self.backend.lock(session_id):
-            try:
-                current = self.load(session_id)
-            except SessionNotFoundError:
-                new = StoredSession(
-                    session_id=session_id,
-                    messages=added,
-                    input_tokens=input_tokens,
-                    output_tokens=output_tokens,
-                    created_at=now,
-                    updated_at=now,
-                )
-            else:
-                fields: dict[str, Any] = {
-                    "session_id": session_id,
-                    "messages": current.messages + added,
-                    "input_tokens": current.input_tokens + input_tokens,
-                    "output_tokens": current.output_tokens + output_tokens,
-                    "created_at": current.created_at,
-                    "updated_at": now,
-                    "metadata": current.metadata,
-                }
-                if _is_valid_text(added):
-                    # The stored messages were validated when loaded and the new
-                    # ones just were: skip the second Unicode pass over them all.
-                    new = session_adapter().validate_python(fields, context=DECODED_TEXT)
-                else:
-                    # Let the model refuse it, with its usual error.
-                    new = StoredSession(**fields)
-            self.backend.write(session_id, self._encode(new))
-        return new
+            append_locked(self._target(session_id), append, if_match=None)
+            return self.load(session_id)
 
     def _read(self, session_id: str) -> bytes:
         data = self.backend.read(session_id, max_bytes=self.max_bytes)
@@ -305,17 +343,25 @@ class MemorySessionStore(BackendSessionStore):
         super().__init__(MemoryBackend(), max_bytes=max_bytes)
 
 
-def _is_valid_text(messages: tuple[object, ...]) -> bool:
-    """True when every item is a ``str`` the model accepts (no lone surrogates)."""
-    for message in messages:
+def _checked_messages(messages: Iterable[str]) -> tuple[str, ...]:
+    """``messages`` as a tuple of valid text; ``TypeError``/``ValueError`` otherwise."""
+    if isinstance(messages, str | bytes):
+        msg = "messages must be an iterable of strings, not a single string"
+        raise TypeError(msg)
+    added = tuple(messages)
+    for index, message in enumerate(added):
         if type(message) is not str:
-            return False
-        if not message.isascii():
-            try:
-                message.encode("utf-8")
-            except UnicodeEncodeError:
-                return False
-    return True
+            msg = f"messages[{index}] is a {type(message).__name__}, not a str"
+            raise ValueError(msg)
+        check_text(message, f"messages[{index}]")
+    return added
+
+
+def _check_key(key: object) -> None:
+    if type(key) is not str or not 0 < len(key) <= MAX_KEY_LENGTH:
+        msg = f"key must be a non-empty str of at most {MAX_KEY_LENGTH} characters, not {key!r}"
+        raise ValueError(msg)
+    check_text(key, "key")
 
 
 _FIELD_NAMES = tuple(StoredSession.__dataclass_fields__)

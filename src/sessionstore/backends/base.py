@@ -41,7 +41,7 @@ from __future__ import annotations
 from contextlib import AbstractContextManager
 from typing import Protocol, runtime_checkable
 
-from xxhash import xxh3_128_hexdigest
+from sessionstore.records import stored_etag
 
 __all__ = ["DEFAULT_MAX_BYTES", "Backend", "content_etag"]
 
@@ -50,7 +50,9 @@ DEFAULT_MAX_BYTES = 64 * 1024 * 1024
 
 
 def content_etag(data: bytes) -> str:
-    """The etag of a stored document: a digest of its exact bytes (same bytes, same etag).
+    """The etag of stored bytes (same bytes, same etag): for a document, a digest of
+    its exact bytes; for a session file with append records, the last record's hash
+    (O(1)); for a folded snapshot, the etag the fold kept (``records.stored_etag``).
 
     Every backend shipped with sessionstore uses it, and ``BackendSessionStore``
     computes it from the bytes ``read`` returns for ``load_with_etag``; see the etag
@@ -61,7 +63,7 @@ def content_etag(data: bytes) -> str:
     quarter to the time of a 200 KB save). An etag guards against lost updates
     between cooperating writers; it is not a signature.
     """
-    return xxh3_128_hexdigest(data)
+    return stored_etag(data)
 
 
 @runtime_checkable

@@ -33,6 +33,7 @@ from sessionstore.atomic import (
     open_folder,
     read_at_most,
     remove_durably,
+    sync_data,
     write_atomic,
 )
 from sessionstore.backends.base import DEFAULT_MAX_BYTES, content_etag
@@ -48,6 +49,7 @@ from sessionstore.errors import (
 )
 from sessionstore.ids import SESSION_FILE_NAME
 from sessionstore.locking import LOCK_DIR_NAME, LOCK_SUFFIX, SessionLocks, check_lock_timeout
+from sessionstore.records import CURRENT_PREFIX, SNAPSHOT_END, FileTail
 
 __all__ = [
     "INVALID_NAME",
@@ -79,6 +81,7 @@ OTHER = "other"
 # O_NONBLOCK: opening a FIFO planted at <id>.json must not hang the reader.
 # O_NOFOLLOW: a symlink at <id>.json is refused, never followed out of the folder.
 _READ_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+_APPEND_FLAGS = os.O_WRONLY | os.O_APPEND | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
 _FILE_KINDS = {
     stat.S_IFDIR: "a directory",
@@ -187,8 +190,155 @@ class FileSystemBackend:
 
     def read(self, session_id: str, *, max_bytes: int) -> bytes | None:
         path = self.location(session_id)
+        fd = self._open_existing(session_id, path, _READ_FLAGS)
+        if fd is None:
+            return None
         try:
-            fd = os.open(path, _READ_FLAGS)
+            info = self._regular_file_info(session_id, path, fd, max_bytes)
+            data = read_at_most(fd, info.st_size, max_bytes)
+        except OSError as exc:
+            raise self._read_error(session_id, path, exc) from exc
+        finally:
+            os.close(fd)
+        if len(data) > max_bytes:
+            # The file grew after fstat; still refuse rather than read on.
+            raise _too_large(session_id, path, len(data), max_bytes)
+        return data
+
+    def read_tail(self, session_id: str, *, max_bytes: int) -> FileTail | None:
+        """The end of the session's file, for an append: its first bytes, and its last
+        bytes back to the line before the snapshot's closing brace (the records, a
+        fold's store line). None when there is no file. Raises what ``read`` raises."""
+        path = self.location(session_id)
+        fd = self._open_existing(session_id, path, _READ_FLAGS)
+        if fd is None:
+            return None
+        try:
+            info = self._regular_file_info(session_id, path, fd, max_bytes)
+            size = info.st_size
+            head = os.pread(fd, len(CURRENT_PREFIX), 0)
+            data, offset = b"", size
+            if head == CURRENT_PREFIX:
+                chunk = 1 << 16
+                while offset > 0:
+                    step = min(chunk, offset)
+                    offset -= step
+                    data = os.pread(fd, step, offset) + data
+                    end = data.rfind(SNAPSHOT_END)
+                    if end >= 0 and (offset == 0 or data.rfind(b"\n", 0, end) >= 0):
+                        break
+                    chunk *= 2
+        except OSError as exc:
+            raise self._read_error(session_id, path, exc) from exc
+        finally:
+            os.close(fd)
+        return FileTail(size, (info.st_dev, info.st_ino), head, data, offset)
+
+    def append_record(
+        self, session_id: str, line: bytes, *, identity: object, size: int, keep: int
+    ) -> None:
+        """Add ``line`` at the end of the session's file with one ``write()`` on an
+        ``O_APPEND`` descriptor, after cutting the file to ``keep`` bytes (a torn tail),
+        then fdatasync (with ``durable``). The caller holds the lock and read the file
+        at ``size`` bytes (and ``identity``, when not None). Raises ``SessionWriteError``
+        (nothing added: the file is cut back to ``keep``) and ``CommitUnknownError``
+        when the flush fails (the record may or may not survive a crash: retry with
+        the same key)."""
+        path = self.location(session_id)
+        with self.lock(session_id):
+            try:
+                fd = os.open(path, _APPEND_FLAGS)
+            except OSError as exc:
+                raise self._append_error(session_id, path, exc) from exc
+            try:
+                self._append(session_id, path, fd, line, identity=identity, size=size, keep=keep)
+            finally:
+                os.close(fd)
+
+    def _append(
+        self,
+        session_id: str,
+        path: Path,
+        fd: int,
+        line: bytes,
+        *,
+        identity: object,
+        size: int,
+        keep: int,
+    ) -> None:
+        try:
+            info = os.fstat(fd)
+            if (
+                not stat.S_ISREG(info.st_mode)
+                or info.st_size != size
+                or (identity is not None and (info.st_dev, info.st_ino) != identity)
+            ):
+                raise SessionWriteError(
+                    f"session {session_id!r}: {path} changed while its lock was held (a "
+                    "writer that does not take sessionstore's lock?); nothing was appended",
+                    session_id=session_id,
+                    path=path,
+                )
+            if keep < size:
+                os.ftruncate(fd, keep)
+            written = os.write(fd, line)
+        except OSError as exc:
+            raise self._append_error(session_id, path, exc) from exc
+        if written != len(line):
+            # A short write (a full disk): take the partial record back off. Were that
+            # to fail too, the partial line is a torn tail that loads ignore.
+            with contextlib.suppress(OSError):
+                os.ftruncate(fd, keep)
+            raise SessionWriteError(
+                f"session {session_id!r}: could not append to {path}: only {written} of "
+                f"{len(line)} bytes were written (disk full?); nothing was appended",
+                session_id=session_id,
+                path=path,
+                errno=errno.ENOSPC,
+            )
+        if not self.durable:
+            return
+        try:
+            sync_data(fd)
+        except OSError as exc:
+            raise CommitUnknownError(
+                f"session {session_id!r}: appended to {path} but could not flush it "
+                f"({exc.strerror or exc}); the append may not survive a crash: retry it "
+                "with the same key",
+                session_id=session_id,
+                path=path,
+                errno=exc.errno,
+            ) from exc
+
+    def _append_error(self, session_id: str, path: Path, exc: OSError) -> SessionWriteError:
+        return SessionWriteError(
+            f"session {session_id!r}: could not append to {path}: {exc.strerror or exc}; "
+            "nothing was appended",
+            session_id=session_id,
+            path=path,
+            errno=exc.errno,
+        )
+
+    def _regular_file_info(
+        self, session_id: str, path: Path, fd: int, max_bytes: int
+    ) -> os.stat_result:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise NotARegularFileError(
+                f"session {session_id!r} in {path}: is {describe_mode(info.st_mode)}, "
+                "not a regular file",
+                session_id=session_id,
+                path=path,
+            )
+        if info.st_size > max_bytes:
+            raise _too_large(session_id, path, info.st_size, max_bytes)
+        return info
+
+    def _open_existing(self, session_id: str, path: Path, flags: int) -> int | None:
+        """A descriptor of the session's file; None when there is none. Never follows a
+        link. Raises ``NotARegularFileError`` (a link, a socket) and ``SessionReadError``."""
+        try:
+            return os.open(path, flags)
         except FileNotFoundError:
             return None
         except OSError as exc:
@@ -207,26 +357,6 @@ class FileSystemBackend:
                     path=path,
                 ) from None
             raise self._read_error(session_id, path, exc) from exc
-        try:
-            info = os.fstat(fd)
-            if not stat.S_ISREG(info.st_mode):
-                raise NotARegularFileError(
-                    f"session {session_id!r} in {path}: is {describe_mode(info.st_mode)}, "
-                    "not a regular file",
-                    session_id=session_id,
-                    path=path,
-                )
-            if info.st_size > max_bytes:
-                raise _too_large(session_id, path, info.st_size, max_bytes)
-            data = read_at_most(fd, info.st_size, max_bytes)
-        except OSError as exc:
-            raise self._read_error(session_id, path, exc) from exc
-        finally:
-            os.close(fd)
-        if len(data) > max_bytes:
-            # The file grew after fstat; still refuse rather than read on.
-            raise _too_large(session_id, path, len(data), max_bytes)
-        return data
 
     def write(self, session_id: str, data: bytes, *, if_match: str | None = None) -> str:
         path = self.location(session_id)

@@ -58,21 +58,24 @@ def schema_json(version: int) -> bytes:
 
 
 def generate_schemas() -> dict[str, bytes]:
-    """File name -> JSON Schema bytes, for every schema version, built from the models."""
+    """File name -> JSON Schema bytes, built from the models: the session document of
+    every schema version (``session.vN.json``) and the append record of every version
+    that has records (``record.vN.json``)."""
     import orjson  # noqa: PLC0415  # generation is rare: keep reading a shipped schema light
     from pydantic import TypeAdapter  # noqa: PLC0415
 
-    from sessionstore.history import MODELS  # noqa: PLC0415  # the old models, on demand
+    # The old models, on demand.
+    from sessionstore.history import MODELS, RECORD_MODELS  # noqa: PLC0415
 
+    named = [(schema_file_name(version), model) for version, model in MODELS.items()]
+    named += [(f"record.v{version}.json", model) for version, model in RECORD_MODELS.items()]
     out = {}
-    for version, model in MODELS.items():
+    for name, model in named:
         schema = {
             "$schema": "https://json-schema.org/draft/2020-12/schema",
             **TypeAdapter(model).json_schema(mode="validation"),
         }
-        out[schema_file_name(version)] = orjson.dumps(
-            schema, option=orjson.OPT_INDENT_2 | orjson.OPT_APPEND_NEWLINE
-        )
+        out[name] = orjson.dumps(schema, option=orjson.OPT_INDENT_2 | orjson.OPT_APPEND_NEWLINE)
     return out
 
 
@@ -110,7 +113,7 @@ def diff_schemas(directory: Path) -> list[str]:
             problems.append(f"{path}: differs from the models")
     problems.extend(
         f"{path}: no schema version has this name (remove it)"
-        for path in sorted(directory.glob("session.v*.json"))
+        for path in sorted([*directory.glob("session.v*.json"), *directory.glob("record.v*.json")])
         if path.name not in expected
     )
     return problems

@@ -1,0 +1,419 @@
+"""Appends, keys and folds (issue 10): the API on every backend, the file format on disk.
+
+The file-format tests write damaged files byte by byte and check that a load either
+gives the acknowledged state or raises ``CorruptSessionError``: never a silent drop.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from sessionstore import (
+    ConflictError,
+    CorruptSessionError,
+    MemorySessionStore,
+    SessionStore,
+    SessionTooLargeError,
+    StoredSession,
+)
+from sessionstore.appendlog import FOLD_MINIMUM, AppendResult
+from sessionstore.backends.base import content_etag
+from sessionstore.records import KEY_MEMORY, STORE_LINE_PREFIX
+from sessionstore.store import BackendSessionStore
+
+from .pg import DSN, SKIP_REASON, unique_table
+
+BACKENDS = ["file", "memory", "postgres"]
+
+
+@pytest.fixture(params=BACKENDS)
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[BackendSessionStore]:
+    if request.param == "file":
+        yield SessionStore(tmp_path / "store")
+    elif request.param == "memory":
+        yield MemorySessionStore()
+    else:
+        if not DSN:
+            pytest.skip(SKIP_REASON)
+        from sessionstore.postgres import PostgresSessionStore  # noqa: PLC0415
+
+        pg = PostgresSessionStore(DSN, table=unique_table("log"))
+        pg.setup()
+        try:
+            yield pg
+        finally:
+            pg.backend.drop()
+            pg.close()
+
+
+@pytest.fixture
+def files(tmp_path: Path) -> SessionStore:
+    return SessionStore(tmp_path / "store")
+
+
+def file_of(store: SessionStore, session_id: str) -> Path:
+    return store.path_of(session_id)
+
+
+# --- the API, on every backend ---------------------------------------------------------
+
+
+def test_append_creates_then_adds_and_returns_totals(store: BackendSessionStore) -> None:
+    first = store.append("s", ["hi"], input_tokens=3)
+    assert first == AppendResult(first.etag, 1, 3, 0, replayed=False)
+    second = store.append("s", ["a", "b"], input_tokens=1, output_tokens=5)
+    assert (second.message_count, second.input_tokens, second.output_tokens) == (3, 4, 5)
+    session, etag = store.load_with_etag("s")
+    assert session.messages == ("hi", "a", "b")
+    assert (session.input_tokens, session.output_tokens) == (4, 5)
+    assert session.created_at is not None
+    assert session.updated_at is not None
+    assert session.updated_at >= session.created_at
+    assert etag == second.etag != first.etag
+
+
+def test_a_retry_with_the_same_key_adds_nothing_and_returns_the_first_result(
+    store: BackendSessionStore,
+) -> None:
+    first = store.append("s", ["one"], input_tokens=2, key="turn-1")
+    store.append("s", ["two"], key="turn-2")
+    again = store.append("s", ["one"], input_tokens=2, key="turn-1")
+    assert again == AppendResult(first.etag, 1, 2, 0, replayed=True)
+    assert store.load("s").messages == ("one", "two")
+    assert store.load("s").input_tokens == 2
+
+
+def test_keys_survive_compact_update_and_the_automatic_fold(store: BackendSessionStore) -> None:
+    first = store.append("s", ["x"], key="k")
+    store.compact("s")
+    assert store.append("s", ["x"], key="k").replayed
+    store.update("s", lambda s: s)
+    assert store.append("s", ["x"], key="k") == AppendResult(first.etag, 1, 0, 0, True)
+    big = "y" * 2000
+    for i in range(3 * FOLD_MINIMUM // len(big)):
+        store.append("s", [big], key=f"fill-{i}")
+    assert store.append("s", ["x"], key="k").replayed
+    assert store.append("s", [big], key="fill-0").replayed
+    assert len(store.load("s").messages) == 1 + 3 * FOLD_MINIMUM // len(big)
+
+
+def test_the_latest_thousand_keys_are_remembered(store: BackendSessionStore) -> None:
+    for i in range(KEY_MEMORY + 5):
+        store.append("s", [str(i)], key=f"k{i}")
+    store.compact("s")
+    assert store.append("s", ["again"], key=f"k{KEY_MEMORY + 4}").replayed
+    assert store.append("s", ["again"], key="k5").replayed
+    # The oldest keys are forgotten: the memory is bounded.
+    assert not store.append("s", ["new"], key="k0").replayed
+
+
+def test_if_match_works_across_appends_saves_and_folds(store: BackendSessionStore) -> None:
+    etag = store.append("s", ["a"]).etag
+    etag = store.append("s", ["b"], if_match=etag).etag
+    with pytest.raises(ConflictError):
+        store.append("s", ["c"], if_match="0" * 32)
+    assert store.compact("s") == etag  # a fold keeps the etag
+    assert store.load_with_etag("s")[1] == etag
+    saved = store.save(store.load("s"), if_match=etag)
+    with pytest.raises(ConflictError):
+        store.append("s", ["c"], if_match=etag)
+    store.append("s", ["c"], if_match=saved)
+    assert store.load("s").messages == ("a", "b", "c")
+
+
+def test_if_match_on_a_missing_session_is_a_conflict(store: BackendSessionStore) -> None:
+    with pytest.raises(ConflictError):
+        store.append("nobody", ["a"], if_match="0" * 32)
+    assert not store.exists("nobody")
+
+
+def test_compact_changes_nothing_a_caller_sees(store: BackendSessionStore) -> None:
+    for i in range(5):
+        store.append("s", [f"m{i}"], input_tokens=i)
+    before = store.load_with_etag("s")
+    assert store.compact("s") == before[1]
+    assert store.load_with_etag("s") == before
+    assert store.compact("s") == before[1]
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error"),
+    [
+        ({"input_tokens": -1}, ValueError),
+        ({"output_tokens": True}, ValueError),
+        ({"key": ""}, ValueError),
+        ({"key": "k" * 257}, ValueError),
+        ({"key": "\ud800"}, ValueError),
+        ({"if_match": 5}, TypeError),
+    ],
+)
+def test_bad_arguments_are_refused_before_anything_is_written(
+    store: BackendSessionStore, kwargs: dict[str, object], error: type[Exception]
+) -> None:
+    with pytest.raises(error):
+        store.append("s", ["a"], **kwargs)  # type: ignore[arg-type]
+    assert not store.exists("s")
+
+
+@pytest.mark.parametrize("messages", ["one string", [1], ["\udc80"]])
+def test_bad_messages_are_refused(store: BackendSessionStore, messages: object) -> None:
+    with pytest.raises((TypeError, ValueError)):
+        store.append("s", messages)  # type: ignore[arg-type]
+    assert not store.exists("s")
+
+
+def test_token_totals_past_the_limit_are_refused(store: BackendSessionStore) -> None:
+    store.append("s", ["a"], input_tokens=2**63 - 1)
+    etag = store.load_with_etag("s")[1]
+    with pytest.raises(ValueError, match="token totals"):
+        store.append("s", ["b"], input_tokens=1)
+    assert store.load_with_etag("s")[1] == etag
+
+
+def test_an_append_past_max_bytes_is_refused_and_writes_nothing(tmp_path: Path) -> None:
+    for store in (SessionStore(tmp_path / "s", max_bytes=4000), MemorySessionStore(max_bytes=4000)):
+        store.append("s", ["x" * 1000])
+        before = store.load_with_etag("s")
+        with pytest.raises(SessionTooLargeError):
+            store.append("s", ["y" * 3000])
+        assert store.load_with_etag("s") == before
+
+
+def test_append_messages_keeps_its_contract_on_the_log(store: BackendSessionStore) -> None:
+    stored = store.append_messages("s", ["a"], input_tokens=1)
+    assert stored == store.load("s")
+    stored = store.append_messages("s", ["b"], output_tokens=2)
+    assert stored.messages == ("a", "b")
+    assert stored == store.load("s")
+
+
+# --- the file on disk --------------------------------------------------------------------
+
+
+def test_a_file_with_records_reads_as_a_stream_of_json_texts(files: SessionStore) -> None:
+    files.save(StoredSession("s", ["zero"], 0, 0, metadata={"a": {"b": [1]}}))
+    for i in range(3):
+        files.append("s", [f"line\n{i}", "é🚀"], key=f"k{i}")
+    text = file_of(files, "s").read_text("utf-8")
+    decoder = json.JSONDecoder()
+    values, at = [], 0
+    while at < len(text):
+        value, at = decoder.raw_decode(text, at)
+        values.append(value)
+        at = len(text) - len(text[at:].lstrip())
+    assert values[0]["schema_version"] == 3
+    assert [record["seq"] for record in values[1:]] == [1, 2, 3]
+    # One record per line: no record holds a raw newline.
+    assert text.count("\n") == text[: text.index("\n}\n") + 3].count("\n") + 3
+
+
+def test_a_saved_session_is_exactly_the_plain_document(files: SessionStore) -> None:
+    files.append("s", ["a"])
+    files.append("s", ["b"])
+    files.save(files.load("s"))
+    data = file_of(files, "s").read_bytes()
+    assert data.endswith(b"\n}\n")
+    assert STORE_LINE_PREFIX not in data
+    assert json.loads(data)["messages"] == ["a", "b"]
+
+
+def test_an_older_file_is_folded_to_the_current_version_on_its_first_append(
+    files: SessionStore,
+) -> None:
+    path = file_of(files, "old")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"session_id": "old", "messages": ["a"], "input_tokens": 1,
+                                "output_tokens": 2}))  # fmt: skip
+    files.append("old", ["b"])
+    assert json.loads(path.read_bytes().split(b"\n}\n")[0] + b"}")["schema_version"] == 3
+    assert files.load("old").messages == ("a", "b")
+
+
+def test_appends_fold_automatically_and_the_file_stays_bounded(files: SessionStore) -> None:
+    for i in range(400):
+        files.append("s", [f"message {i} " + "x" * 100])
+    data = file_of(files, "s").read_bytes()
+    records = data[data.index(b"\n}\n") + 3 :]
+    assert STORE_LINE_PREFIX in data
+    assert len(records) <= FOLD_MINIMUM + 200
+    assert len(files.load("s").messages) == 400
+
+
+def test_the_etag_of_the_bytes_is_the_etag_a_load_gives(files: SessionStore) -> None:
+    for i in range(4):
+        result = files.append("s", [str(i)], key=str(i))
+        data = file_of(files, "s").read_bytes()
+        assert content_etag(data) == files.load_with_etag("s")[1] == result.etag
+    files.compact("s")
+    assert content_etag(file_of(files, "s").read_bytes()) == result.etag
+
+
+def _file_with_records(files: SessionStore, n: int = 3) -> tuple[Path, bytes, list[int]]:
+    """A session file with ``n`` records; its bytes and where each record starts."""
+    files.save(StoredSession("s", ["snap"], 1, 1))
+    for i in range(n):
+        files.append("s", [f"r{i}"], input_tokens=1)
+    path = file_of(files, "s")
+    data = path.read_bytes()
+    start = data.index(b"\n}\n") + 3
+    starts = [start]
+    for _ in range(n - 1):
+        starts.append(data.index(b"\n", starts[-1]) + 1)
+    return path, data, starts
+
+
+def test_a_torn_last_record_at_every_byte_is_ignored_and_cut_by_the_next_append(
+    files: SessionStore,
+) -> None:
+    path, data, starts = _file_with_records(files)
+    acknowledged = files.load("s")
+    previous = StoredSession("s", acknowledged.messages[:-1], 3, 1)
+    for cut in range(starts[-1], len(data)):
+        path.write_bytes(data[:cut])
+        loaded = files.load("s")
+        assert loaded.messages == previous.messages, cut
+        assert loaded.input_tokens == previous.input_tokens
+    path.write_bytes(data[: len(data) - 7])
+    files.append("s", ["after"])
+    assert files.load("s").messages == (*previous.messages, "after")
+
+
+@pytest.mark.parametrize(
+    "tail", [b"\0" * 300, b"garbage without a newline", b'{"seq":4,"prev":"x"', b"\xff\xfe"]
+)
+def test_a_tail_without_a_newline_is_an_unfinished_append(files: SessionStore, tail: bytes) -> None:
+    path, data, _ = _file_with_records(files)
+    expected = files.load("s")
+    path.write_bytes(data + tail)
+    assert files.load("s") == expected
+
+
+def _corrupts(files: SessionStore, path: Path, data: bytes) -> None:
+    path.write_bytes(data)
+    with pytest.raises(CorruptSessionError):
+        files.load("s")
+
+
+def test_damage_to_acknowledged_records_is_refused_never_dropped(files: SessionStore) -> None:
+    path, data, starts = _file_with_records(files, 4)
+    lines = data[starts[0] :].splitlines(keepends=True)
+    snapshot = data[: starts[0]]
+    cases: dict[str, bytes] = {
+        "dropped middle": snapshot + lines[0] + lines[2] + lines[3],
+        "duplicated middle": snapshot + lines[0] + lines[1] + lines[1] + lines[2] + lines[3],
+        "reordered": snapshot + lines[1] + lines[0] + lines[2] + lines[3],
+        "garbage line at the end": data + b"garbage\n",
+        "zeros then a newline": data + b"\0" * 40 + b"\n",
+        "a last record cut short but with a newline": data[:-20] + b"\n",
+        "fake record": data + lines[3].replace(b'"r3"', b'"r9"'),
+        "garbage before an intact record": snapshot + lines[0] + b"junk\n" + lines[1],
+    }
+    for name, damaged in cases.items():
+        path.write_bytes(damaged)
+        with pytest.raises(CorruptSessionError):
+            files.load("s")
+        assert name
+
+
+def test_every_bit_flip_in_a_record_is_caught(files: SessionStore) -> None:
+    path, data, starts = _file_with_records(files, 3)
+    for at in range(starts[1], starts[2] - 1):
+        for bit in (0x01, 0x20, 0x80):
+            damaged = bytearray(data)
+            damaged[at] ^= bit
+            if bytes(damaged) == data:
+                continue
+            path.write_bytes(bytes(damaged))
+            with pytest.raises(CorruptSessionError):
+                files.load("s")
+
+
+def test_a_record_spliced_in_from_another_session_is_caught(files: SessionStore) -> None:
+    path, data, starts = _file_with_records(files, 2)
+    files.save(StoredSession("t", ["snap"], 1, 1))
+    files.append("t", ["r0"], input_tokens=1)
+    other = file_of(files, "t").read_bytes()
+    foreign = other[other.index(b"\n}\n") + 3 :]
+    _corrupts(files, path, data + foreign)
+    _corrupts(files, path, data[: starts[1]] + foreign)
+
+
+def test_an_append_after_damage_does_not_write(files: SessionStore) -> None:
+    path, data, starts = _file_with_records(files, 3)
+    damaged = data[: starts[1]] + data[starts[2] :]
+    path.write_bytes(damaged)
+    with pytest.raises(CorruptSessionError):
+        files.append("s", ["more"])
+    assert path.read_bytes() == damaged
+
+
+def test_compact_writes_nothing_when_there_is_nothing_to_fold(files: SessionStore) -> None:
+    files.save(StoredSession("s", ["a"], 0, 0))
+    before = os.stat(file_of(files, "s"))
+    files.compact("s")
+    after = os.stat(file_of(files, "s"))
+    assert (before.st_ino, before.st_mtime_ns) == (after.st_ino, after.st_mtime_ns)
+
+
+def test_compact_cuts_a_torn_tail(files: SessionStore) -> None:
+    path, data, _ = _file_with_records(files, 2)
+    path.write_bytes(data + b'{"seq":3')
+    etag = files.compact("s")
+    assert path.read_bytes().endswith(b"\n}\n")
+    assert files.load_with_etag("s")[1] == etag
+
+
+# --- a model of the store, by Hypothesis ------------------------------------------------
+
+_text = st.text(max_size=20)
+_operation = st.one_of(
+    st.tuples(
+        st.just("append"),
+        st.lists(_text, max_size=3),
+        st.integers(0, 2**57),
+        st.sampled_from([None, "a", "b", "c", "😀" * 3]),
+    ),
+    st.tuples(st.just("compact")),
+    st.tuples(st.just("save")),
+)
+
+
+@given(operations=st.lists(_operation, max_size=25))
+def test_appends_compacts_and_saves_agree_with_a_model(
+    tmp_path_factory: pytest.TempPathFactory, operations: list[tuple[object, ...]]
+) -> None:
+    store = SessionStore(tmp_path_factory.mktemp("model"), durable=False)
+    messages: list[str] = []
+    tokens = 0
+    keys: dict[str, AppendResult] = {}
+    for operation in operations:
+        if operation[0] == "append":
+            _, added, more, key = operation
+            assert isinstance(added, list)
+            assert isinstance(more, int)
+            result = store.append("s", added, input_tokens=more, key=key)  # type: ignore[arg-type]
+            if isinstance(key, str) and key in keys:
+                assert result == keys[key]
+                continue
+            messages += added
+            tokens += more
+            assert result.message_count == len(messages)
+            if isinstance(key, str):
+                keys[key] = AppendResult(*list(vars(result).values())[:4], True)
+        elif operation[0] == "compact" and messages:
+            store.compact("s")
+        elif operation[0] == "save" and store.exists("s"):
+            store.save(store.load("s"))
+            keys.clear()  # a save replaces the session and forgets its keys
+    if store.exists("s"):
+        session, etag = store.load_with_etag("s")
+        assert list(session.messages) == messages
+        assert session.input_tokens == tokens
+        assert etag == content_etag(store.path_of("s").read_bytes())
