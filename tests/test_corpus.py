@@ -1,7 +1,8 @@
 """The golden corpus: sample files of every schema version, loaded forever.
 
 ``corpus/`` holds files that must load (seed-written version 1 files, an
-explicit version 1, current version 2); ``corpus_refused/`` holds files that
+explicit version 1, version 2, and current version 3 files: plain, folded with a store
+line, with append records, with a torn tail); ``corpus_refused/`` holds files that
 must be refused with a named error. Never edit these files: add new ones.
 """
 
@@ -48,6 +49,14 @@ EXPECTED: dict[str, Expected] = {
     "v1-explicit-version": {"messages": ("a",), "tokens": (1, 1)},
     "v2-minimal": {"messages": ("one", "two"), "tokens": (3, 4)},
     "v2-full": {"messages": ("système", "\U0001f600"), "tokens": (10, 20)},
+    "v3-folded": {"messages": ("plain", "système \U0001f680"), "tokens": (5, 6)},
+    "v3-folded-with-store": {"messages": ("a", "b", "c"), "tokens": (0, 0)},
+    "v3-with-records": {
+        "messages": ("first", "second", "line\nbreak", "third \u2028 日本"),
+        "tokens": (4, 6),
+    },
+    # An append that never finished: its partial line is not part of the session.
+    "v3-torn-tail": {"messages": ("a", "b"), "tokens": (1, 0)},
 }
 
 
@@ -96,22 +105,28 @@ def test_corpus_current_files_reencode_byte_identical(session_id: str) -> None:
     """A current file written by this library re-encodes to the very same bytes."""
     data = (CORPUS / f"{session_id}.json").read_bytes()
     decoded = decode_document(data, session_id=session_id)
-    if not decoded.needs_rewrite:
+    if not decoded.needs_rewrite and not decoded.records and not decoded.folded_store:
         assert encode(decoded.session) == data
 
 
 def test_corpus_refused_too_new_version() -> None:
     before = _digests(REFUSED)
-    with pytest.raises(SchemaVersionError, match="v3-from-the-future") as info:
-        SessionStore(REFUSED).load("v3-from-the-future")
-    assert info.value.found_version == 3
+    with pytest.raises(SchemaVersionError, match="v4-from-the-future") as info:
+        SessionStore(REFUSED).load("v4-from-the-future")
+    assert info.value.found_version == 4
     assert info.value.supported_version == CURRENT_SCHEMA_VERSION
     assert _digests(REFUSED) == before
 
 
 @pytest.mark.parametrize(
     ("session_id", "reason"),
-    [("v1-torn-write", "not valid JSON"), ("v2-wrong-id-inside", "someone-else")],
+    [
+        ("v1-torn-write", "not valid JSON"),
+        ("v2-wrong-id-inside", "someone-else"),
+        # Written when version 3 was in the future; version 3 has no such field.
+        ("v3-from-the-future", "a_field_from_the_future"),
+        ("v3-damaged-record", "do not match its hash"),
+    ],
 )
 def test_corpus_refused_corrupt_files(session_id: str, reason: str) -> None:
     with pytest.raises(CorruptSessionError, match=reason) as info:

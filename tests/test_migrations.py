@@ -36,12 +36,14 @@ def test_read_version_refuses_what_is_not_a_positive_int(bad: Any) -> None:
 
 
 @given(sst.v1_documents())
-def test_v1_documents_migrate_to_v2_with_the_same_content(doc: dict[str, Any]) -> None:
+def test_v1_documents_migrate_to_the_current_version_with_the_same_content(
+    doc: dict[str, Any],
+) -> None:
     original = copy.deepcopy(doc)
     upgraded = upgrade(doc, read_version(doc))
     assert doc == original, "steps must not mutate their input"
     session = session_adapter().validate_python(upgraded)
-    assert session.schema_version == 2
+    assert session.schema_version == CURRENT_SCHEMA_VERSION
     assert session.session_id == doc["session_id"]
     assert session.messages == tuple(doc["messages"])
     assert (session.input_tokens, session.output_tokens) == (

@@ -40,7 +40,7 @@ def nested(depth: int) -> dict[str, Any]:
 
 def test_seed_keyword_construction_fills_defaults() -> None:
     session = make()
-    assert session.schema_version == CURRENT_SCHEMA_VERSION == 2
+    assert session.schema_version == CURRENT_SCHEMA_VERSION == 3
     assert (session.created_at, session.updated_at, session.metadata) == (None, None, {})
 
 
@@ -72,7 +72,8 @@ def test_messages_list_becomes_tuple() -> None:
         ("messages", "not a tuple of messages but a string"),
         ("session_id", 7),
         ("schema_version", 1),
-        ("schema_version", 3),
+        ("schema_version", 2),
+        ("schema_version", 4),
         ("created_at", datetime(2026, 1, 1)),  # naive on purpose
     ],
 )

@@ -67,8 +67,8 @@ def test_seed_api_is_still_exported() -> None:
     assert issubclass(sessionstore.SessionDeleteError, OSError)
 
 
-def test_current_schema_version_is_two() -> None:
-    assert sessionstore.CURRENT_SCHEMA_VERSION == 2
+def test_current_schema_version_is_three() -> None:
+    assert sessionstore.CURRENT_SCHEMA_VERSION == 3
 
 
 def test_package_ships_type_information() -> None:
@@ -77,6 +77,7 @@ def test_package_ships_type_information() -> None:
 
 IMPORTED_BY_THE_PACKAGE = {
     "sessionstore",
+    "sessionstore.appendlog",
     "sessionstore.atomic",
     "sessionstore.backends",
     "sessionstore.backends.base",
@@ -88,6 +89,7 @@ IMPORTED_BY_THE_PACKAGE = {
     "sessionstore.locking",
     "sessionstore.migrations",
     "sessionstore.models",
+    "sessionstore.records",
     "sessionstore.store",
 }
 """What ``import sessionstore`` loads of its own: what saving and loading need, no more.

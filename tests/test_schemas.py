@@ -11,7 +11,7 @@ import orjson
 import pytest
 
 from sessionstore.cli import main
-from sessionstore.history import MODELS
+from sessionstore.history import MODELS, RECORD_MODELS
 from sessionstore.models import CURRENT_SCHEMA_VERSION
 from sessionstore.schemas import (
     SCHEMA_VERSIONS,
@@ -37,7 +37,9 @@ def test_checked_in_schemas_match_the_models(folder: Path) -> None:
 
 
 def test_there_is_one_schema_per_version() -> None:
-    assert sorted(generate_schemas()) == sorted(schema_file_name(v) for v in MODELS)
+    assert sorted(generate_schemas()) == sorted(
+        [*(schema_file_name(v) for v in MODELS), *(f"record.v{v}.json" for v in RECORD_MODELS)]
+    )
     assert tuple(MODELS) == SCHEMA_VERSIONS == tuple(range(1, CURRENT_SCHEMA_VERSION + 1))
 
 
@@ -106,7 +108,7 @@ def test_export_replaces_a_planted_symlink_and_leaves_its_target_alone(tmp_path:
     assert victim.read_bytes() == b"precious"
     assert not (out / "session.v2.json").is_symlink()
     assert diff_schemas(out) == []
-    assert sorted(p.name for p in out.iterdir()) == ["session.v1.json", "session.v2.json"]
+    assert sorted(p.name for p in out.iterdir()) == sorted(generate_schemas())
 
 
 def test_export_creates_the_folder_and_check_finds_a_change(

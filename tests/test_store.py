@@ -17,6 +17,7 @@ from pydantic.dataclasses import dataclass as pydantic_dataclass
 
 import sessionstore
 from sessionstore import (
+    CURRENT_SCHEMA_VERSION,
     CommitUnknownError,
     ConflictError,
     CorruptSessionError,
@@ -242,7 +243,7 @@ def test_corrupt_files_raise_naming_session_and_file_and_stay_untouched(
 
 def test_too_new_file_is_refused_and_left_untouched(store: SessionStore) -> None:
     store.directory.mkdir(parents=True)
-    (store.directory / "n.json").write_bytes(b'{"schema_version": 3, "session_id": "n"}')
+    (store.directory / "n.json").write_bytes(b'{"schema_version": 4, "session_id": "n"}')
     before = snapshot(store.directory)
     with pytest.raises(SchemaVersionError, match="'n'"):
         store.load("n")
@@ -257,7 +258,7 @@ def test_loading_an_old_version_never_writes(store: SessionStore) -> None:
         '{"session_id": "old", "messages": ["a"], "input_tokens": 1, "output_tokens": 2}'
     )
     before = snapshot(store.directory)
-    assert store.load("old").schema_version == 2
+    assert store.load("old").schema_version == CURRENT_SCHEMA_VERSION
     assert snapshot(store.directory) == before
     assert sorted(p.name for p in store.directory.iterdir()) == ["old.json"]
 

@@ -397,12 +397,13 @@ def _appended(session: StoredSession, append: Append, totals: tuple[int, int]) -
 
 def _totals(target: Target, stored_in: int, stored_out: int, append: Append) -> tuple[int, int]:
     totals = (stored_in + append.input_tokens, stored_out + append.output_tokens)
-    if max(totals) > MAX_TOKENS:
-        msg = (
-            f"session {target.session_id!r}: the token totals would be {totals[0]} and "
-            f"{totals[1]}, over the largest a session holds ({MAX_TOKENS}); nothing written"
-        )
-        raise ValueError(msg)
+    for name, total in zip(("input_tokens", "output_tokens"), totals, strict=True):
+        if total > MAX_TOKENS:
+            msg = (
+                f"session {target.session_id!r}: {name} would total {total}, over the "
+                f"largest a session holds ({MAX_TOKENS}); nothing written"
+            )
+            raise ValueError(msg)
     return totals
 
 

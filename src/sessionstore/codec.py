@@ -227,6 +227,7 @@ def _decode_slowly(
         else:
             legacy = _legacy_surrogate_document(data)
             if legacy is None:
+                _refuse_a_newer_prefix(data, session_id, path)
                 raise corrupt("not-json", f"not valid JSON ({exc})") from None
             doc, repaired = legacy
 
@@ -239,18 +240,7 @@ def _decode_slowly(
     except ValueError as exc:
         raise corrupt("bad-version", str(exc)) from None
     if version > CURRENT_SCHEMA_VERSION:
-        msg = (
-            f"session {session_id!r} in {path} has schema_version {version}; this "
-            f"sessionstore reads up to {CURRENT_SCHEMA_VERSION}: upgrade sessionstore "
-            "(the file was left untouched)"
-        )
-        raise SchemaVersionError(
-            msg,
-            session_id=session_id,
-            path=path,
-            found_version=version,
-            supported_version=CURRENT_SCHEMA_VERSION,
-        )
+        raise _newer(version, session_id, path)
     if repaired and version != 1:
         # Only the seed's json.dumps wrote escaped lone surrogates; this library
         # never does, so in a newer document they mean damage, not history.
@@ -278,6 +268,33 @@ def _decode_slowly(
         raise corrupt("invalid-fields", _describe(exc)) from None
     _check_id(session, session_id, path)
     return DecodedSession(session, version, repaired, extra), store
+
+
+_VERSION_PREFIX = re.compile(rb'\A\s*\{\s*"schema_version"\s*:\s*([0-9]{1,20})\s*,')
+
+
+def _refuse_a_newer_prefix(data: bytes, session_id: str | None, path: object) -> None:
+    """Raise ``SchemaVersionError`` when bytes that do not parse start with a newer
+    ``schema_version``: a future format (records of another shape, say) is refused as
+    newer, never called damage."""
+    match = _VERSION_PREFIX.match(data)
+    if match and int(match[1]) > CURRENT_SCHEMA_VERSION:
+        raise _newer(int(match[1]), session_id, path)
+
+
+def _newer(version: int, session_id: str | None, path: object) -> SchemaVersionError:
+    msg = (
+        f"session {session_id!r} in {path} has schema_version {version}; this "
+        f"sessionstore reads up to {CURRENT_SCHEMA_VERSION}: upgrade sessionstore "
+        "(the file was left untouched)"
+    )
+    return SchemaVersionError(
+        msg,
+        session_id=session_id,
+        path=path,
+        found_version=version,
+        supported_version=CURRENT_SCHEMA_VERSION,
+    )
 
 
 def _check_id(session: StoredSession, session_id: str | None, path: object) -> None:

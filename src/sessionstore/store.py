@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Any
 
 from sessionstore.appendlog import Append, AppendResult, Target, append_locked, fold_locked
 from sessionstore.backends.base import DEFAULT_MAX_BYTES, Backend, content_etag
@@ -279,14 +280,39 @@ class BackendSessionStore:
         and the errors of ``load`` and ``save``.
         """
         validate_session_id(session_id)
-        added = _checked_messages(messages)
+        if isinstance(messages, str | bytes):
+            msg = "messages must be an iterable of strings, not a single string"
+            raise TypeError(msg)
+        added = tuple(messages)
         _check_token_argument("input_tokens", input_tokens)
         _check_token_argument("output_tokens", output_tokens)
+        try:
+            _checked_messages(added)
+        except ValueError:
+            self._refuse_as_the_model_does(session_id, added)
+            raise
         now = datetime.now(timezone.utc)
         append = Append(added, input_tokens, output_tokens, None, now)
         with self.backend.lock(session_id):
             append_locked(self._target(session_id), append, if_match=None)
             return self.load(session_id)
+
+    def _refuse_as_the_model_does(self, session_id: str, added: tuple[object, ...]) -> None:
+        """Raise the model's own ``ValidationError`` for messages it refuses, with the
+        indexes they would have in the session (``append_messages``' contract)."""
+        try:
+            current = self.load(session_id)
+        except SessionNotFoundError:
+            current = StoredSession(session_id, (), 0, 0)
+        every: tuple[Any, ...] = (*current.messages, *added)
+        StoredSession(
+            session_id=session_id,
+            messages=every,
+            input_tokens=current.input_tokens,
+            output_tokens=current.output_tokens,
+            created_at=current.created_at,
+            updated_at=current.updated_at,
+        )
 
     def _read(self, session_id: str) -> bytes:
         data = self.backend.read(session_id, max_bytes=self.max_bytes)
