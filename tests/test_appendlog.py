@@ -25,13 +25,16 @@ from sessionstore import (
     StoredSession,
 )
 from sessionstore.appendlog import FOLD_MINIMUM, AppendResult
+from sessionstore.asyncstore import AsyncMemorySessionStore, AsyncSessionStore
 from sessionstore.backends.base import content_etag
 from sessionstore.records import KEY_MEMORY, STORE_LINE_PREFIX
 from sessionstore.store import BackendSessionStore
+from sessionstore.testing.blocking import BlockingView
 
 from .pg import DSN, SKIP_REASON, unique_table
 
-BACKENDS = ["file", "memory", "postgres"]
+BACKENDS = ["file", "memory", "postgres", "async-file", "async-memory"]
+"""Every store class; the async ones through ``BlockingView``, so they meet the same tests."""
 
 
 @pytest.fixture(params=BACKENDS)
@@ -40,6 +43,17 @@ def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[BackendSes
         yield SessionStore(tmp_path / "store")
     elif request.param == "memory":
         yield MemorySessionStore()
+    elif request.param.startswith("async-"):
+        async_store = (
+            AsyncSessionStore(tmp_path / "store")
+            if request.param == "async-file"
+            else AsyncMemorySessionStore()
+        )
+        view = BlockingView(async_store)
+        try:
+            yield view  # type: ignore[misc]  # the same methods, run on an event loop
+        finally:
+            view.close()
     else:
         if not DSN:
             pytest.skip(SKIP_REASON)

@@ -23,6 +23,9 @@ SEED_API = {
 
 
 PUBLIC = SEED_API | {
+    "AppendResult",
+    "AsyncMemorySessionStore",
+    "AsyncSessionStore",
     "BackendSessionStore",
     "CURRENT_SCHEMA_VERSION",
     "CommitUnknownError",

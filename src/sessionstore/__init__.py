@@ -10,6 +10,9 @@ JSON Schemas, the models of older versions and the test kit load when first used
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
+from sessionstore.appendlog import AppendResult
 from sessionstore.codec import decode, encode
 from sessionstore.errors import (
     CommitUnknownError,
@@ -46,12 +49,37 @@ from sessionstore.store import (
     session_exists,
 )
 
+if TYPE_CHECKING:
+    from sessionstore.asyncstore import AsyncMemorySessionStore, AsyncSessionStore
+
 __version__ = "0.1.0"
+
+_LAZY = {
+    "AsyncSessionStore": "sessionstore.asyncstore",
+    "AsyncMemorySessionStore": "sessionstore.asyncstore",
+}
+"""Names loaded on first use: the async API needs asyncio, which saving and loading do not."""
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        msg = f"module 'sessionstore' has no attribute {name!r}"
+        raise AttributeError(msg)
+    import importlib  # noqa: PLC0415
+
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
 
 __all__ = [
     "CURRENT_SCHEMA_VERSION",
     "DEFAULT_MAX_BYTES",
     "DEFAULT_SESSION_DIR",
+    "AppendResult",
+    "AsyncMemorySessionStore",
+    "AsyncSessionStore",
     "BackendSessionStore",
     "CommitUnknownError",
     "ConflictError",

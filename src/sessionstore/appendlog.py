@@ -250,22 +250,21 @@ def _state_from_tail(tail: FileTail) -> _State | None:
     if last["seq"] != region.count(b"\n"):
         return None
     line_start = data.rfind(b"\n", 0, end) + 1
-    remembered: dict[str, KeyResult] = {}
+    store_line = b""
     if data.startswith(STORE_LINE_PREFIX, line_start):
-        try:
-            remembered = store_keys(
-                parse_store_line(data[line_start + len(STORE_LINE_PREFIX) : end])
-            )
-        except RecordError:
-            return None
+        store_line = data[line_start + len(STORE_LINE_PREFIX) : end]
 
     def find_key(key: str) -> KeyResult | None:
-        marker = b',"key":' + orjson.dumps(key) + b',"messages":'
-        at = region.rfind(marker)
+        # Raw quotes cannot occur inside a JSON string, so the key's encoded form
+        # followed by what comes after a key finds it, and only it.
+        encoded = orjson.dumps(key)
+        at = region.rfind(b',"key":' + encoded + b',"messages":')
         if at >= 0:
             start = region.rfind(b"\n", 0, at) + 1
             return result_of(verify_record(region[start : region.index(b"\n", at)]))
-        return remembered.get(key)
+        if encoded + b":[" not in store_line:
+            return None  # not remembered: no need to parse the store line
+        return store_keys(parse_store_line(store_line)).get(key)
 
     return _State(
         etag=last["hash"],
