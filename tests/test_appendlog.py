@@ -7,6 +7,7 @@ gives the acknowledged state or raises ``CorruptSessionError``: never a silent d
 from __future__ import annotations
 
 import dataclasses
+import errno
 import json
 import os
 from collections.abc import Iterator
@@ -17,15 +18,18 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from sessionstore import (
+    CommitUnknownError,
     ConflictError,
     CorruptSessionError,
     MemorySessionStore,
     SessionStore,
     SessionTooLargeError,
+    SessionWriteError,
     StoredSession,
 )
 from sessionstore.appendlog import FOLD_MINIMUM, AppendResult
 from sessionstore.asyncstore import AsyncMemorySessionStore, AsyncSessionStore
+from sessionstore.backends import filesystem
 from sessionstore.backends.base import content_etag
 from sessionstore.records import KEY_MEMORY, STORE_LINE_PREFIX
 from sessionstore.store import BackendSessionStore
@@ -432,3 +436,50 @@ def test_appends_compacts_and_saves_agree_with_a_model(
         assert list(session.messages) == messages
         assert session.input_tokens == tokens
         assert etag == content_etag(store.path_of("s").read_bytes())
+
+
+# --- failures of the append's system calls ------------------------------------------------
+
+
+def test_a_failed_flush_is_commit_unknown_naming_the_etag_and_a_keyed_retry_is_once(
+    files: SessionStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    files.append("s", ["a"])
+    files.append("s", ["b"])  # records exist: the next append takes the flat path
+
+    def failing(fd: int) -> None:
+        raise OSError(errno.EIO, "injected: I/O error")
+
+    monkeypatch.setattr(filesystem, "sync_data", failing)
+    with pytest.raises(CommitUnknownError) as info:
+        files.append("s", ["c"], key="turn-3")
+    monkeypatch.undo()
+    # The record was written (only its flush failed): the error names the etag it has.
+    assert info.value.etag == files.load_with_etag("s")[1]
+    again = files.append("s", ["c"], key="turn-3")
+    assert again.replayed
+    assert again.etag == info.value.etag
+    assert files.load("s").messages == ("a", "b", "c")
+
+
+@pytest.mark.parametrize("short", [0, 5])
+def test_a_short_or_failed_write_appends_nothing(
+    files: SessionStore, monkeypatch: pytest.MonkeyPatch, short: int
+) -> None:
+    files.append("s", ["a"])
+    files.append("s", ["b"])
+    before = file_of(files, "s").read_bytes()
+    real_write = os.write
+
+    def write(fd: int, data: bytes) -> int:
+        if short == 0:
+            raise OSError(errno.ENOSPC, "injected: no space left on device")
+        return real_write(fd, data[:short])
+
+    monkeypatch.setattr(os, "write", write)
+    with pytest.raises(SessionWriteError) as info:
+        files.append("s", ["c"])
+    monkeypatch.undo()
+    assert not isinstance(info.value, CommitUnknownError)
+    assert file_of(files, "s").read_bytes() == before
+    assert files.load("s").messages == ("a", "b")

@@ -17,7 +17,7 @@ a folded file's.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
@@ -27,7 +27,7 @@ from xxhash import xxh3_128_hexdigest
 
 from sessionstore.backends.base import Backend
 from sessionstore.codec import DecodedSession, decode_document, encode
-from sessionstore.errors import ConflictError, SessionNotFoundError
+from sessionstore.errors import CommitUnknownError, ConflictError, SessionNotFoundError
 from sessionstore.models import (
     CURRENT_SCHEMA_VERSION,
     DECODED_TEXT,
@@ -161,13 +161,14 @@ def append_locked(target: Target, append: Append, *, if_match: str | None) -> Ap
     if state.size + len(line) > target.max_bytes:
         return _fold_with(target, append)
     tail_backend: Any = target.backend
-    tail_backend.append_record(
-        target.session_id,
-        line,
-        identity=state.identity,
-        size=state.size + state.torn,
-        keep=state.size,
-    )
+    with _naming(digest):
+        tail_backend.append_record(
+            target.session_id,
+            line,
+            identity=state.identity,
+            size=state.size + state.torn,
+            keep=state.size,
+        )
     if state.size + len(line) - state.snapshot_size > fold_threshold(state.snapshot_size):
         _fold_quietly(target)
     return AppendResult(digest, count, *totals)
@@ -294,13 +295,14 @@ def _append_to_decoded(target: Target, append: Append, decoded: DecodedSession) 
     keep = len(data) - decoded.torn_bytes
     if not data or keep + len(line) > target.max_bytes:
         return _fold_with(target, append, decoded)
-    if hasattr(target.backend, "append_record"):
-        tail_backend: Any = target.backend
-        tail_backend.append_record(
-            target.session_id, line, identity=None, size=len(data), keep=keep
-        )
-    else:
-        target.backend.write(target.session_id, data[:keep] + line)
+    with _naming(digest):
+        if hasattr(target.backend, "append_record"):
+            tail_backend: Any = target.backend
+            tail_backend.append_record(
+                target.session_id, line, identity=None, size=len(data), keep=keep
+            )
+        else:
+            target.backend.write(target.session_id, data[:keep] + line)
     snapshot_size = keep - _records_size(data, keep)
     if keep + len(line) - snapshot_size > fold_threshold(snapshot_size):
         _fold_quietly(target)
@@ -346,9 +348,9 @@ def _fold_with(
     if append.key is not None:
         remember(keys, append.key, KeyResult(digest, len(session.messages), *totals))
     store_line = encode_store_line(digest, keys)
-    target.backend.write(
-        target.session_id, target.check_size(session, encode(session, store_line=store_line))
-    )
+    data = target.check_size(session, encode(session, store_line=store_line))
+    with _naming(digest):
+        target.backend.write(target.session_id, data)
     return result
 
 
@@ -363,15 +365,26 @@ def _create(target: Target, append: Append) -> AppendResult:
     )
     count, totals = len(append.messages), (append.input_tokens, append.output_tokens)
     plain = encode(session)
-    if append.key is None:
-        etag = target.backend.create(target.session_id, target.check_size(session, plain))
-        return AppendResult(etag, count, *totals)
     etag = xxh3_128_hexdigest(plain)
-    store_line = encode_store_line(etag, {append.key: KeyResult(etag, count, *totals)})
-    target.backend.create(
-        target.session_id, target.check_size(session, encode(session, store_line=store_line))
-    )
+    if append.key is None:
+        data = target.check_size(session, plain)
+    else:
+        store_line = encode_store_line(etag, {append.key: KeyResult(etag, count, *totals)})
+        data = target.check_size(session, encode(session, store_line=store_line))
+    with _naming(etag):
+        target.backend.create(target.session_id, data)
     return AppendResult(etag, count, *totals)
+
+
+@contextlib.contextmanager
+def _naming(etag: str) -> Iterator[None]:
+    """Give a ``CommitUnknownError`` the etag the session has if the write landed."""
+    try:
+        yield
+    except CommitUnknownError as exc:
+        if exc.etag is None:
+            exc.etag = etag
+        raise
 
 
 def _replayed(result: KeyResult) -> AppendResult:
