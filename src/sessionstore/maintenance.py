@@ -1271,8 +1271,8 @@ def _compact(
     if dry_run:
         parts = [f"would fold {report.records} record(s)"]
         if report.torn_bytes:
-            kept = ", kept in .quarantine/" if isinstance(store.backend, FileSystemBackend) else ""
-            parts.append(f"would cut a torn tail of {report.torn_bytes} bytes{kept}")
+            where = ", kept in .quarantine/" if backend is not None else ""
+            parts.append(f"would cut a torn tail of {report.torn_bytes} bytes{where}")
         return Compaction(dataclasses.replace(report, detail="; ".join(parts)), "would-compact")
     session_id = report.session_id
     assert session_id is not None  # only loaded sessions come here
