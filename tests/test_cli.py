@@ -20,10 +20,31 @@ import pytest
 from sessionstore import SessionStore, StoredSession
 from sessionstore.cli import main
 from sessionstore.codec import decode_document, encode
+from sessionstore.models import CURRENT_SCHEMA_VERSION
 
 CORPUS = Path(__file__).parent / "corpus"
 REFUSED = Path(__file__).parent / "corpus_refused"
 SEED = Path(__file__).parent / "seed"  # a verbatim copy of ../shared/seed/seed_session_store.py
+FUTURE = f"v{CURRENT_SCHEMA_VERSION + 1}-from-the-future"
+"""A session written by a newer sessionstore (``copy_refused`` writes it)."""
+
+
+def copy_refused(folder: Path) -> None:
+    """The corpus of refused files into ``folder``: a torn and a wrong-id file, and a
+    file one schema version newer than this sessionstore (written here, so it stays
+    too new whatever the current version is)."""
+    for path in REFUSED.iterdir():
+        if not path.name.endswith("-from-the-future.json"):
+            shutil.copy(path, folder / path.name)
+    document = {
+        "schema_version": CURRENT_SCHEMA_VERSION + 1,
+        "session_id": FUTURE,
+        "messages": ["a"],
+        "input_tokens": 1,
+        "output_tokens": 1,
+        "a_field_from_the_future": {"x": 1},
+    }
+    (folder / f"{FUTURE}.json").write_text(json.dumps(document, indent=2) + "\n")
 
 
 def snapshot(folder: Path) -> dict[str, tuple[bytes, int]]:
@@ -46,8 +67,7 @@ def clean(tmp_path: Path) -> Path:
 @pytest.fixture
 def mixed(tmp_path: Path, clean: Path) -> Path:
     """The clean folder plus corrupt, too-new, junk, a symlink and a directory."""
-    for path in REFUSED.iterdir():
-        shutil.copy(path, clean / path.name)
+    copy_refused(clean)
     (clean / "notes.txt").write_text("not a session")
     (clean / "bad name.json").write_text("{}")
     outside = tmp_path / "outside.json"
@@ -81,9 +101,9 @@ def test_validate_clean_folder_exits_0_and_writes_nothing(
     before = snapshot(clean)
     code, out, _ = run(capsys, "validate", "--dir", str(clean))
     assert code == 0
-    assert re.search(r"^needs-migration +1  v1-seed-basic +version 1, current is 2$", out, re.M)
+    assert re.search(r"^needs-migration +1  v1-seed-basic +version 1, current is 3$", out, re.M)
     assert re.search(r"^repairable +1  v1-seed-lone-surrogate ", out, re.M)
-    assert f"{clean.absolute()}: 8 files: 2 current, 5 needs-migration, 1 repairable\n" in out
+    assert f"{clean.absolute()}: 8 files: 7 needs-migration, 1 repairable\n" in out
     assert out.strip().splitlines()[-1].startswith("next: sessionstore migrate --dry-run --dir ")
     assert snapshot(clean) == before
 
@@ -96,11 +116,11 @@ def test_validate_mixed_folder_reports_every_kind_and_exits_1(
     assert code == 1
     assert doc["ok"] is False
     status = {f["file"]: f["status"] for f in doc["items"]}
-    assert status["v2-minimal.json"] == "current"
+    assert status["v2-minimal.json"] == "needs-migration"
     assert status["v1-seed-basic.json"] == "needs-migration"
     assert status["v1-seed-lone-surrogate.json"] == "repairable"
     assert status["v1-torn-write.json"] == "corrupt"
-    assert status["v3-from-the-future.json"] == "too-new"
+    assert status[f"{FUTURE}.json"] == "too-new"
     assert status["bad name.json"] == "invalid-name"
     assert status["link.json"] == "not-a-regular-file"
     assert status["dir.json"] == "not-a-regular-file"
@@ -145,13 +165,13 @@ def test_ls_lists_every_json_file_sorted_with_problems_marked(
 def test_show_prints_the_migrated_session(capsys: pytest.CaptureFixture[str], clean: Path) -> None:
     code, out, _ = run(capsys, "show", "v1-seed-basic", "--dir", str(clean))
     assert code == 0
-    assert json.loads(out)["schema_version"] == 2
+    assert json.loads(out)["schema_version"] == 3
     assert out.encode() == encode(SessionStore(clean).load("v1-seed-basic"))
 
 
 @pytest.mark.parametrize(
     ("session_id", "code"),
-    [("ghost", 1), ("v1-torn-write", 1), ("v3-from-the-future", 1), ("../x", 2)],
+    [("ghost", 1), ("v1-torn-write", 1), (FUTURE, 1), ("../x", 2)],
 )
 def test_show_errors_name_the_session_without_traceback(
     capsys: pytest.CaptureFixture[str], mixed: Path, session_id: str, code: int
@@ -181,7 +201,8 @@ def test_migrate_rewrites_old_files_and_leaves_the_rest_byte_identical(
 ) -> None:
     store = SessionStore(mixed)
     expected = {
-        sid: store.load(sid) for sid in ["v1-seed-basic", "v1-seed-lone-surrogate", "v2-full"]
+        sid: store.load(sid)
+        for sid in ["v1-seed-basic", "v1-seed-lone-surrogate", "v2-full", "v2-minimal"]
     }
     before = snapshot(mixed)
     code, doc = run_json(capsys, "migrate", "--dir", str(mixed))
@@ -189,22 +210,20 @@ def test_migrate_rewrites_old_files_and_leaves_the_rest_byte_identical(
     actions = {f["file"]: f["action"] for f in doc["items"]}
     assert actions["v1-seed-basic.json"] == "migrated"
     assert actions["v1-seed-lone-surrogate.json"] == "migrated"
-    assert actions["v2-full.json"] == "unchanged"
+    assert actions["v2-full.json"] == "migrated"
     assert actions["v1-torn-write.json"] == "skipped"
-    assert doc["summary"]["migrated"] == 6
+    assert doc["summary"]["migrated"] == 8
     after = snapshot(mixed)
     for name in [
-        "v2-full.json",
-        "v2-minimal.json",
         "v1-torn-write.json",
-        "v3-from-the-future.json",
+        f"{FUTURE}.json",
         "bad name.json",
     ]:
         assert after[name] == before[name], name
     for sid, session in expected.items():
         data = (mixed / f"{sid}.json").read_bytes()
         decoded = decode_document(data, session_id=sid)
-        assert decoded.source_version == 2
+        assert decoded.source_version == 3
         assert not decoded.needs_rewrite
         assert decoded.session == session
         assert data == encode(session)
@@ -230,7 +249,7 @@ def test_dry_run_and_check_write_nothing(
     before = snapshot(clean)
     code, out, _ = run(capsys, "migrate", flag, "--dir", str(clean))
     assert snapshot(clean) == before
-    assert re.search(r"^would-migrate +1->2  v1-seed-basic$", out, re.M)
+    assert re.search(r"^would-migrate +1->3  v1-seed-basic$", out, re.M)
     assert code == (1 if flag == "--check" else 0)
 
 
@@ -248,7 +267,7 @@ def test_backup_holds_the_original_bytes_of_every_rewritten_file(
     saved = {p.name: p.read_bytes() for p in backup.iterdir()}
     rewritten = {name for name in before if snapshot(clean)[name][0] != before[name][0]}
     assert set(saved) == rewritten
-    assert len(rewritten) == 6
+    assert len(rewritten) == 8
     for name, data in saved.items():
         assert data == before[name][0]
 
@@ -362,7 +381,7 @@ def test_doctor_finds_and_fixes_debris_without_deleting_data(
     code, doc = run_json(capsys, "doctor", "--dir", str(mixed), "--fix")
     assert code == 1, "too-new, invalid-name and special files are never fixed by --fix"
     actions = {f["file"]: (f["status"], f["action"]) for f in doc["items"]}
-    assert actions["v3-from-the-future.json"] == ("too-new", "left-alone")
+    assert actions[f"{FUTURE}.json"] == ("too-new", "left-alone")
     assert actions["link.json"] == ("not-a-regular-file", "left-alone")
     assert actions["bad name.json"] == ("invalid-name", "left-alone")
     assert actions["v1-torn-write.json"] == ("corrupt", "quarantined")
@@ -380,7 +399,7 @@ def test_doctor_finds_and_fixes_debris_without_deleting_data(
     for name, value in sessions_before.items():
         if name not in ("v1-torn-write.json", "v2-wrong-id-inside.json"):
             assert after[name] == value
-    assert (mixed / "v3-from-the-future.json").exists(), "too-new files are data, not debris"
+    assert (mixed / f"{FUTURE}.json").exists(), "too-new files are data, not debris"
 
 
 # --- delete, schema, help, entry points --------------------------------------
@@ -408,8 +427,10 @@ def test_delete_reports_whether_it_deleted(capsys: pytest.CaptureFixture[str], c
 def test_schema_export_then_check(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     assert run(capsys, "schema", "export", "--out", str(tmp_path / "s"))[0] == 0
     assert sorted(p.name for p in (tmp_path / "s").iterdir()) == [
+        "record.v3.json",
         "session.v1.json",
         "session.v2.json",
+        "session.v3.json",
     ]
     assert run(capsys, "schema", "check", str(tmp_path / "s"))[0] == 0
     (tmp_path / "s" / "session.v1.json").write_text("{}")

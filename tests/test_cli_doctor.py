@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +14,7 @@ import pytest
 from sessionstore import SessionStore, StoredSession
 from sessionstore.cli import main
 from sessionstore.maintenance import RENAMED_FROM_KEY
+from tests.test_cli import FUTURE, copy_refused
 
 REFUSED = Path(__file__).parent / "corpus_refused"
 SEED_DOC = '{"session_id": "%s", "messages": ["m"], "input_tokens": 1, "output_tokens": 2}'
@@ -34,8 +34,8 @@ def store(tmp_path: Path) -> Path:
     SessionStore(folder).save(StoredSession("fine", ("m",), 0, 0))
     (folder / "my.session.json").write_text(SEED_DOC % "my.session")
     (folder / "torn name.json").write_text("{ torn")
-    shutil.copy(REFUSED / "v3-from-the-future.json", folder)
-    shutil.copy(REFUSED / "v1-torn-write.json", folder)
+    copy_refused(folder)
+    (folder / "v2-wrong-id-inside.json").unlink()
     os.mkfifo(folder / "pipe.json")
     return folder
 
@@ -50,14 +50,14 @@ def test_doctor_reports_what_validate_reports_and_touches_none_of_it_without_ask
     assert found == {
         "my.session.json": ("invalid-name", None),
         "torn name.json": ("invalid-name", None),
-        "v3-from-the-future.json": ("too-new", None),
+        f"{FUTURE}.json": ("too-new", None),
         "v1-torn-write.json": ("corrupt", None),
         "pipe.json": ("not-a-regular-file", None),
     }
     details = {i["file"]: i["detail"] for i in document["items"]}
     assert "doctor --rename gives it a valid id" in details["my.session.json"]
     assert "does not load" in details["torn name.json"]
-    assert "upgrade sessionstore" in details["v3-from-the-future.json"]
+    assert "upgrade sessionstore" in details[f"{FUTURE}.json"]
     assert sorted(os.listdir(store)) == before
     assert main(["doctor", "--dir", str(store)]) == 1
     assert (
@@ -68,7 +68,7 @@ def test_doctor_reports_what_validate_reports_and_touches_none_of_it_without_ask
 def test_doctor_rename_gives_invalid_names_valid_ids_and_records_it(
     capsys: pytest.CaptureFixture[str], store: Path
 ) -> None:
-    future = (store / "v3-from-the-future.json").read_bytes()
+    future = (store / f"{FUTURE}.json").read_bytes()
     code, document = run_json(capsys, "doctor", "--rename", "--dir", str(store))
     assert code == 1  # the too-new, corrupt and special files remain
     renamed = {i["file"]: (i["action"], i.get("new_id")) for i in document["items"]}
@@ -81,7 +81,7 @@ def test_doctor_rename_gives_invalid_names_valid_ids_and_records_it(
     }
     assert not (store / "my.session.json").exists()
     assert (store / "torn name.json").read_text() == "{ torn"
-    assert (store / "v3-from-the-future.json").read_bytes() == future, "too-new: never touched"
+    assert (store / f"{FUTURE}.json").read_bytes() == future, "too-new: never touched"
     assert (store / "pipe.json").exists()
 
 

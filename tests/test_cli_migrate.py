@@ -205,10 +205,10 @@ def test_migrate_and_validate_only_the_named_ids(
         "v1-seed-basic.json",
         "v1-seed-empty.json",
     }
-    code, document = run_json(capsys, "validate", "v2-full", "ghost", "--dir", str(folder))
+    code, document = run_json(capsys, "validate", "v1-seed-basic", "ghost", "--dir", str(folder))
     assert code == 1
     assert [(i["id"], i["status"]) for i in document["items"]] == [
-        ("v2-full", "current"),
+        ("v1-seed-basic", "current"),
         ("ghost", "not-found"),
     ]
     assert main(["validate", "../x", "--dir", str(folder)]) == 2
@@ -307,7 +307,7 @@ def test_migrate_as_root_keeps_owner_group_and_mode(
     for path in folder.glob("*.json"):
         info, old = os.stat(path), before[path.name]
         assert (info.st_uid, info.st_gid, info.st_mode) == (old.st_uid, old.st_gid, old.st_mode)
-    assert decode_document((folder / "v1-seed-basic.json").read_bytes()).source_version == 2
+    assert decode_document((folder / "v1-seed-basic.json").read_bytes()).source_version == 3
     locks = folder / ".locks"
     assert (locks.stat().st_uid, locks.stat().st_gid) == (NOBODY, NOBODY)
     for lock in locks.iterdir():

@@ -22,6 +22,7 @@ from sessionstore import (
 from sessionstore.backends.base import content_etag
 from sessionstore.backends.postgres import PostgresBackend
 from sessionstore.cli import main
+from sessionstore.models import CURRENT_SCHEMA_VERSION
 from sessionstore.postgres import PostgresSessionStore
 from tests.pg import DSN, requires_postgres, unique_table
 
@@ -105,7 +106,7 @@ def test_validate_and_migrate_with_dsn(seeded: str, capsys: pytest.CaptureFixtur
     migrated = json.loads(capsys.readouterr().out)
     assert migrated["summary"]["migrated"] == len(old)
     after = _rows(seeded)
-    assert {i for i in after if after[i][0] == 2} == set(CORPUS_IDS)
+    assert {i for i in after if after[i][0] == CURRENT_SCHEMA_VERSION} == set(CORPUS_IDS)
     for session_id in set(CORPUS_IDS) - set(old):
         assert after[session_id] == before[session_id]  # current rows untouched
 
@@ -168,7 +169,7 @@ def test_validate_and_migrate_read_the_table_in_batches(
     report = json.loads(capsys.readouterr().out)
     assert report["summary"]["total"] == len(CORPUS_IDS)
     assert batches == [3, 3, 2]
-    assert {version for version, _ in _rows(seeded).values()} == {2}
+    assert {version for version, _ in _rows(seeded).values()} == {CURRENT_SCHEMA_VERSION}
 
 
 def test_read_many_reports_oversized_documents_and_skips_absent_ids(table: str) -> None:
@@ -336,3 +337,34 @@ def test_no_password_is_ever_printed(
     assert main(["migrate", "--table", table]) == 2
     out, err = capsys.readouterr()
     assert secret not in out + err
+
+
+def test_compact_folds_a_rows_records_and_migrate_leaves_them_alone(
+    seeded: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with PostgresSessionStore(DSN, table=seeded) as store:
+        store.append("v2-full", ["one"], key="k1")
+        store.append("v2-full", ["two"], key="k2")
+        session, etag = store.load_with_etag("v2-full")
+    with_records = _rows(seeded)["v2-full"]
+
+    assert main(["status", "--dsn", DSN, "--table", seeded, "--json"]) == 0
+    status = json.loads(capsys.readouterr().out)
+    row = next(item for item in status["items"] if item["id"] == "v2-full")
+    assert (row["records"], row["torn_bytes"], status["summary"]["records"]) == (2, 0, 2)
+    assert main(["migrate", "--dsn", DSN, "--table", seeded, "v2-full", "--json"]) == 0
+    migrated = json.loads(capsys.readouterr().out)
+    assert migrated["items"][0]["action"] == "unchanged"
+    assert _rows(seeded)["v2-full"] == with_records, "a current row with records is not rewritten"
+
+    assert main(["compact", "--dsn", DSN, "--table", seeded, "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    actions = {item["id"]: item["action"] for item in report["items"]}
+    assert actions.pop("v2-full") == "compacted"
+    assert set(actions.values()) == {"unchanged"}
+    folded = next(item for item in report["items"] if item["id"] == "v2-full")
+    assert (folded["records"], folded["size"]) == (2, len(with_records[1]))
+    assert folded["size_after"] == len(_rows(seeded)["v2-full"][1])
+    assert report["summary"]["records"] == 2
+    with PostgresSessionStore(DSN, table=seeded) as store:
+        assert store.load_with_etag("v2-full") == (session, etag), "same session, same etag"

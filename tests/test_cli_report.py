@@ -17,6 +17,7 @@ import pytest
 
 from sessionstore import SessionStore, StoredSession, maintenance
 from sessionstore.cli import main
+from tests.test_cli import copy_refused
 
 DOCS = Path(__file__).parent.parent / "docs" / "cli.md"
 CORPUS = Path(__file__).parent / "corpus"
@@ -38,11 +39,17 @@ LINE = jsonschema.Draft202012Validator({"$defs": SCHEMA["$defs"], "$ref": "#/$de
 
 @pytest.fixture
 def store(tmp_path: Path) -> Path:
-    """Seed files, current files, a corrupt and a too-new one, an invalid name."""
+    """Seed files, older files, a corrupt and a too-new one, an invalid name, and a
+    current file with two append records and a torn tail."""
     folder = tmp_path / "store"
     shutil.copytree(CORPUS, folder)
-    for path in REFUSED.iterdir():
-        shutil.copy(path, folder / path.name)
+    copy_refused(folder)
+    sessions = SessionStore(folder)
+    sessions.save(StoredSession("v3-log", ("hello",), 1, 1))
+    sessions.append("v3-log", ["one"], input_tokens=1, key="k1")
+    sessions.append("v3-log", ["two"], output_tokens=1, key="k2")
+    with (folder / "v3-log.json").open("ab") as file:
+        file.write(b'{"seq":3,"prev":"')
     (folder / "my.session.json").write_text(
         '{"session_id": "my.session", "messages": ["hi"], "input_tokens": 1, "output_tokens": 1}'
     )
@@ -81,9 +88,11 @@ def commands(folder: Path, tmp_path: Path) -> list[list[str]]:
         ["migrate", "--dry-run", *d],
         ["migrate", "--to", "1", "--dry-run", *d],
         ["migrate", "--rename-invalid", *d],
+        ["compact", "--dry-run", *d],
         ["doctor", *d],
         ["doctor", "--fix", *d],
         ["doctor", "--list-quarantine", *d],
+        ["compact", *d],
         ["copy", "--from", str(folder), "--to", str(tmp_path / "copy")],
         ["delete", "v2-minimal", *d],
         ["schema", "export", "--out", str(tmp_path / "schemas")],
@@ -99,10 +108,10 @@ def test_every_commands_report_follows_the_published_schema(
         code, document = report(capsys, *argv)
         assert code in (0, 1), argv
         assert document["command"] == " ".join(argv[:2]) if argv[0] == "schema" else argv[0]
-        assert document["current_schema_version"] == 2
+        assert document["current_schema_version"] == 3
         assert document["summary"]["total"] == len(document["items"]), argv
         seen.add(document["command"])
-    assert len(seen) == 11  # every command but setup, which needs PostgreSQL
+    assert len(seen) == 12  # every command but setup, which needs PostgreSQL
 
 
 def test_every_commands_json_lines_follow_the_published_schema(
@@ -187,7 +196,7 @@ def test_options_go_before_or_after_the_command(
         document = json.loads(capsys.readouterr().out)
         outputs.append(document["items"])
     assert all(items == outputs[0] for items in outputs)
-    assert len(outputs[0]) == 12
+    assert len(outputs[0]) == 13
 
 
 def test_version(capsys: pytest.CaptureFixture[str]) -> None:
@@ -256,9 +265,8 @@ def test_quiet_prints_only_problems_and_verbose_everything(
     ]
     assert main(["validate", "--dir", str(store), "-v"]) == 1
     verbose = capsys.readouterr().out
-    assert re.search(r"^current +2  v2-full +$", verbose, re.M) or re.search(
-        r"^current +2  v2-full$", verbose, re.M
-    )
+    assert re.search(r"^needs-migration +2  v2-full +version 2, current is 3$", verbose, re.M)
+    assert re.search(r"^current +3  v3-log +torn tail of 17 bytes", verbose, re.M)
     assert main(["validate", "--dir", str(store), "-q", "-v"]) == 2
 
 
@@ -282,15 +290,23 @@ def test_status_counts_versions_and_says_what_migrate_would_do(
     code, document = report(capsys, "status", "--dir", str(store))
     assert code == 1
     summary = document["summary"]
-    assert summary["by_version"] == {"1": 6, "2": 2}
+    assert summary["by_version"] == {"1": 6, "2": 2, "3": 1}
     assert (summary["corrupt"], summary["too_new"], summary["invalid_name"]) == (2, 1, 1)
-    assert document["would_migrate"] == 6
+    assert (summary["records"], summary["torn_tails"]) == (2, 1)
+    assert document["would_migrate"] == 8
+    log = next(item for item in document["items"] if item["id"] == "v3-log")
+    assert (log["status"], log["records"], log["torn_bytes"]) == ("current", 2, 17)
     assert main(["status", "--dir", str(store)]) == 1
     out = capsys.readouterr().out
-    assert "writes:    schema version 2" in out
+    assert "writes:    schema version 3" in out
     assert re.search(r"^  version 1: +6  older: migrate rewrites them$", out, re.M)
+    assert re.search(r"^  version 2: +2  older: migrate rewrites them$", out, re.M)
+    assert re.search(r"^  version 3: +1  current$", out, re.M)
     assert re.search(r"^  problems: +4  2 corrupt, 1 too-new, 1 invalid-name$", out, re.M)
-    assert "migrate would rewrite 6 as version 2, skip 4 problem file(s)" in out
+    assert re.search(r"^  records: +2  appended, not folded yet", out, re.M)
+    assert re.search(r"^  torn tails: +1  file\(s\) end in an append that never", out, re.M)
+    assert "migrate would rewrite 8 as version 3, skip 4 problem file(s)" in out
+    assert "hint: 1 torn tail(s): appends that never finished" in out
 
 
 def test_history_lists_every_version_and_step_from_the_registry(
@@ -301,12 +317,14 @@ def test_history_lists_every_version_and_step_from_the_registry(
     code, document = report(capsys, "history")
     assert code == 0
     assert [(i["schema_version"], i["status"]) for i in document["items"]] == [
-        (2, "current"),
+        (3, "current"),
+        (2, "older"),
         (1, "older"),
     ]
-    assert document["items"][1]["upgrade_to"] == 2
-    assert document["items"][0]["downgrade_to"] == 1
-    assert document["items"][0]["detail"] == migrations.DESCRIPTIONS[2]
+    assert document["items"][2]["upgrade_to"] == 2
+    assert document["items"][1]["upgrade_to"] == 3
+    assert document["items"][0]["downgrade_to"] == 2
+    assert document["items"][0]["detail"] == migrations.DESCRIPTIONS[3]
     assert main(["history"]) == 0
     out = capsys.readouterr().out
     assert "2 -> 1  sessionstore migrate --to 1: drops schema_version" in out

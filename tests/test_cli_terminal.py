@@ -24,16 +24,16 @@ import pytest
 from sessionstore.cli import main
 
 SEED = b'{"session_id": "%s", "messages": ["m"], "input_tokens": 1, "output_tokens": 2}'
-RESULT = re.compile(r"^(migrated|would-migrate) +1->2  s-\d{4}$")
+RESULT = re.compile(r"^(migrated|would-migrate) +1->3  s-\d{4}$")
 BAR = re.compile(r"migrate: +\d+%\|.*\| *\d+/\d+ ")
 SUMMARY = re.compile(r"^/.*: 300 files: 300 migrated$")
 CSI = re.compile(r"\x1b\[(\d*)([A-Za-z])")
 
 
-def make_folder(folder: Path, count: int) -> Path:
+def make_folder(folder: Path, count: int, *, pad: str = "") -> Path:
     folder.mkdir()
     for i in range(count):
-        name = f"s-{i:04d}"
+        name = f"s-{i:04d}{pad}"
         (folder / f"{name}.json").write_bytes(SEED % name.encode())
     return folder
 
@@ -133,7 +133,7 @@ def test_progress_stays_on_the_bottom_line_with_results_scrolling_above(tmp_path
     assert [line for line in lines if not RESULT.match(line)] == [
         f"{folder}: 300 files: 300 migrated"
     ], "the bar is gone at the end and nothing else is left"
-    assert sorted(lines[:-1]) == [f"migrated        1->2  s-{i:04d}" for i in range(300)]
+    assert sorted(lines[:-1]) == [f"migrated        1->3  s-{i:04d}" for i in range(300)]
 
 
 @pytest.mark.parametrize(
@@ -189,14 +189,24 @@ def test_the_command_in_a_pipe_never_loads_tqdm(tmp_path: Path) -> None:
 
 def test_ctrl_c_exits_130_with_one_line(tmp_path: Path) -> None:
     # Issue 11.8: Ctrl-C exited 2, the code of a usage error.
-    folder = make_folder(tmp_path / "store", 3000)
+    # No race: the child cannot finish before the signal arrives. Its report is many
+    # times larger than the pipe it writes into, and only one byte of it is read
+    # before the signal, so it is still running (writing, or blocked on the full
+    # pipe) when SIGINT comes, whatever the interpreter's speed or buffer sizes.
+    count, pad = 3000, "-" + "x" * 120  # ids of 127 characters: lines of ~150 bytes
+    folder = make_folder(tmp_path / "store", count, pad=pad)
     child = subprocess.Popen(
         [sys.executable, "-m", "sessionstore", "migrate", "--dry-run", "--dir", str(folder)],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
     )
     assert child.stdout is not None
-    child.stdout.readline()  # it is running; and it blocks once the pipe is full
+    capacity = 1 << 16  # Linux's default pipe size; asked for where the platform can tell
+    get_size = getattr(fcntl, "F_GETPIPE_SZ", None)
+    if get_size is not None:
+        capacity = fcntl.fcntl(child.stdout.fileno(), get_size)
+    assert count * len(f"would-migrate   1->3  s-0000{pad}\n") > 4 * capacity
+    assert os.read(child.stdout.fileno(), 1), "it is running: it wrote its first byte"
     child.send_signal(signal.SIGINT)
     _, err = child.communicate()
     assert child.returncode == 130

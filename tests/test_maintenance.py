@@ -77,7 +77,7 @@ def test_migrate_store_rewrites_old_documents_and_leaves_others() -> None:
         assert store.backend.read(session_id, max_bytes=10**6) == data
     migrated = store.backend.read("old1", max_bytes=10**6)
     assert migrated is not None
-    assert decode_document(migrated, session_id="old1").source_version == 2
+    assert decode_document(migrated, session_id="old1").source_version == 3
 
 
 def test_migrate_store_dry_run_writes_nothing() -> None:

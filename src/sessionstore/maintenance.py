@@ -84,12 +84,16 @@ __all__ = [
     "STRAY_LOCK",
     "TOO_LARGE",
     "TOO_NEW",
+    "TORN_TAIL",
     "UNREADABLE",
     "UNSAFE_FOLDER",
+    "Compaction",
     "Conversion",
     "Debris",
     "FileReport",
     "Quarantined",
+    "compact_folder",
+    "compact_store",
     "convert",
     "copy_store",
     "encode_version",
@@ -150,6 +154,11 @@ class FileReport:
     """Fields a migrate to an older version cannot keep (``--to``)."""
     new_id: str | None = None
     """The id an invalid-name file gets (``--rename-invalid``)."""
+    records: int | None = None
+    """Append records after the snapshot (not folded yet), when the file loads."""
+    torn_bytes: int | None = None
+    """Bytes at the end in no complete line (an append that never finished; loads
+    ignore them, ``doctor --fix`` cuts them), when the file loads."""
 
     def as_json(self) -> dict[str, Any]:
         """A plain dict for JSON output."""
@@ -232,6 +241,12 @@ def _loaded_report(name: str, decoded: DecodedSession, base: dict[str, Any]) -> 
         detail = f"version {decoded.source_version}, current is {session.schema_version}"
     else:
         status, detail = CURRENT, ""
+    if decoded.torn_bytes:
+        torn = (
+            f"torn tail of {decoded.torn_bytes} bytes: an append that never finished "
+            "(loads ignore it; doctor --fix cuts it)"
+        )
+        detail = f"{detail}; {torn}" if detail else torn
     return FileReport(
         name,
         status,
@@ -241,6 +256,8 @@ def _loaded_report(name: str, decoded: DecodedSession, base: dict[str, Any]) -> 
         session.input_tokens,
         session.output_tokens,
         detail=detail,
+        records=decoded.records,
+        torn_bytes=decoded.torn_bytes,
         **base,
     )
 
@@ -663,6 +680,11 @@ STALE_TEMP = "stale-temp"
 FRESH_TEMP = "fresh-temp"
 STRAY_LOCK = "stray-lock"
 UNSAFE_FOLDER = "unsafe-folder"
+TORN_TAIL = "torn-tail"
+"""A session file that loads but ends in bytes of no complete line: an append that
+never finished (it was never acknowledged). ``doctor --fix`` cuts it, keeping the
+bytes in ``.quarantine/<id>.json.<time>.torn-tail``."""
+TORN_TAIL_SUFFIX = ".torn-tail"
 
 LEFT_ALONE = {
     FRESH_TEMP: "a save may still be writing it",
@@ -682,8 +704,8 @@ class Debris:
     ``detail``; the other fields say where, for ``remove_debris``."""
 
     kind: str
-    """``stale-temp``, ``fresh-temp``, ``stray-lock``, ``unsafe-folder`` (a link or a
-    file at ``.locks`` or ``.quarantine``: never fixed by the doctor), or the status
+    """``stale-temp``, ``fresh-temp``, ``stray-lock``, ``torn-tail``, ``unsafe-folder``
+    (a link or a file at ``.locks`` or ``.quarantine``: never fixed by the doctor), or the status
     of a file that does not load: ``corrupt``, ``too-new``, ``too-large``,
     ``invalid-name``, ``not-a-regular-file``, ``unreadable``."""
     path: str
@@ -748,6 +770,12 @@ def find_debris(
             report, _ = _inspect(backend, entry)
             if report.status in PROBLEMS and report.status != NOT_FOUND:
                 yield Debris(report.status, str(path), report.detail, where, entry.session_id or "")
+            elif report.torn_bytes:
+                detail = (
+                    f"{report.torn_bytes} bytes after its last complete line: an append "
+                    "that never finished (never acknowledged; loads ignore it)"
+                )
+                yield Debris(TORN_TAIL, str(path), detail, where, entry.session_id or "")
     if ".locks" in unsafe:
         return
     for session_id in backend.lock_files():
@@ -809,10 +837,27 @@ def remove_debris(
             if target is not None:
                 return f"moved to {target}", True
             return "left alone: re-read under its lock, it is no longer damaged", True
+        if item.kind == TORN_TAIL:
+            cut = backend.cut_torn_tail(item.name, _torn_bytes_of(item.name, backend), clock=clock)
+            if cut is not None:
+                return f"cut: {cut[1]} bytes, kept in {cut[0]}", True
+            return "left alone: re-read under its lock, it has no torn tail", True
     except SessionStoreError as exc:
         return f"failed: {exc}", False
     why = LEFT_ALONE.get(item.kind, "remove it by hand")
     return f"left alone: {why}", item.kind == FRESH_TEMP
+
+
+def _torn_bytes_of(session_id: str, backend: FileSystemBackend) -> Callable[[bytes], int]:
+    """How many torn bytes a file's bytes end in, when they load (0 when they do not:
+    a damaged file is quarantined whole, never cut)."""
+    path = backend.location(session_id)
+
+    def torn(data: bytes) -> int:
+        decoded = _classify(data, session_id, path)[2]
+        return 0 if decoded is None else decoded.torn_bytes
+
+    return torn
 
 
 @dataclass(frozen=True)
@@ -848,7 +893,15 @@ def restore_quarantined(directory: Path, name: str) -> Path | None:
     Returns the restored path, or None when there is no such quarantined file.
     Raises ``ValueError`` for a name that is not a quarantined file's,
     ``ConflictError`` when the session has a file again, ``SessionWriteError``.
+    A torn tail cut by ``doctor --fix`` (``<id>.json.<time>.torn-tail``) is not a
+    session: ``ValueError``.
     """
+    if name.endswith(TORN_TAIL_SUFFIX) or f"{TORN_TAIL_SUFFIX}." in name:
+        msg = (
+            f"{name!r} is the torn tail of an append that never finished, not a session: "
+            "it cannot be restored as one (its bytes are kept for inspection)"
+        )
+        raise ValueError(msg)
     return FileSystemBackend(directory).restore(name)
 
 
@@ -1096,3 +1149,157 @@ def _difference(found: StoredSession, wanted: StoredSession) -> str:
     if len(parts) > 2:
         parts[2:] = [f"{len(parts) - 2} more field(s)"]
     return "; ".join(parts) or "differs"
+
+
+# --- compact: fold append records into the snapshot -----------------------------------
+
+
+@dataclass(frozen=True)
+class Compaction:
+    """What ``compact`` did to one session file or row."""
+
+    report: FileReport
+    """The session as found under its lock, before: ``records`` is how many were
+    folded, ``size`` the bytes before."""
+    action: str
+    """``compacted``, ``would-compact`` (dry run), ``unchanged`` (nothing to fold),
+    ``skipped`` (a problem file or row, left untouched) or ``failed``."""
+    size_after: int | None = None
+    """The bytes after (``compacted``, ``unchanged``)."""
+    kept_tail: str | None = None
+    """Where a torn tail went (a folder's ``.quarantine/``), when one was cut."""
+
+
+def compact_folder(
+    directory: Path,
+    *,
+    dry_run: bool = False,
+    max_bytes: int = DEFAULT_MAX_BYTES,
+    ids: Iterable[str] | None = None,
+    clock: Callable[[], float] = time.time,
+) -> tuple[int, Iterator[Compaction]]:
+    """Fold the append records of every session file (or those of ``ids``), in name
+    order: how many files, and what was done to each.
+
+    Each fold holds the session's lock and looks at the file again under it. A torn
+    tail is first cut with its bytes kept in ``.quarantine/`` (as ``doctor --fix``
+    does), then ``store.compact`` folds (the session and its etag stay the same).
+    A file of an older version has no records: ``unchanged`` (``migrate`` rewrites
+    it). Problem files (corrupt, too new, links...) are ``skipped``, never touched.
+    Raises ``SessionReadError`` when the folder cannot be listed.
+    """
+    backend = FileSystemBackend(directory, max_bytes=max_bytes)
+    store = BackendSessionStore(backend, max_bytes=max_bytes)
+    entries = _json_files(backend, ids)
+
+    def run() -> Iterator[Compaction]:
+        for entry in entries:
+            report, data = _inspect(backend, entry)
+            if data is None or report.session_id is None:
+                yield _not_compacted(report)
+                continue
+
+            def look(entry: Entry = entry) -> FileReport:
+                return _inspect(backend, entry)[0]
+
+            yield _compact(store, report, look, dry_run=dry_run, backend=backend, clock=clock)
+
+    return len(entries), run()
+
+
+def compact_store(
+    store: BackendSessionStore,
+    *,
+    dry_run: bool = False,
+    ids: Iterable[str] | None = None,
+) -> tuple[int, Iterator[Compaction]]:
+    """Like ``compact_folder``, for any store (a torn tail is dropped by the fold: a
+    store without files has no quarantine)."""
+    wanted = _store_ids(store, ids)
+
+    def run() -> Iterator[Compaction]:
+        for session_id, fetched in _fetch(store, wanted):
+            report, data = _inspect_stored(store, session_id, fetched)
+            if data is None:
+                yield _not_compacted(report)
+                continue
+
+            def look(session_id: str = session_id) -> FileReport:
+                try:
+                    found: _Fetched = store.backend.read(session_id, max_bytes=store.max_bytes)
+                except SessionStoreError as exc:
+                    found = exc
+                return _inspect_stored(store, session_id, found)[0]
+
+            yield _compact(store, report, look, dry_run=dry_run, backend=None, clock=time.time)
+
+    return len(wanted), run()
+
+
+def _not_compacted(report: FileReport) -> Compaction:
+    if report.status in LOADABLE:
+        return Compaction(report, "unchanged", report.size)
+    return Compaction(report, "skipped")
+
+
+def _foldable(report: FileReport) -> bool:
+    return report.schema_version == CURRENT_SCHEMA_VERSION and bool(
+        report.records or report.torn_bytes
+    )
+
+
+def _nothing_to_fold(report: FileReport) -> Compaction:
+    if report.schema_version == CURRENT_SCHEMA_VERSION:
+        detail = "nothing to fold"
+    else:
+        detail = f"version {report.schema_version}: no records (sessionstore migrate rewrites it)"
+    return Compaction(dataclasses.replace(report, detail=detail), "unchanged", report.size)
+
+
+def _compact(
+    store: BackendSessionStore,
+    report: FileReport,
+    look: Callable[[], FileReport],
+    *,
+    dry_run: bool,
+    backend: FileSystemBackend | None,
+    clock: Callable[[], float],
+) -> Compaction:
+    """Fold one session that loaded when inspected; ``look()`` inspects it again."""
+    if not _foldable(report):
+        return _nothing_to_fold(report)
+    if dry_run:
+        parts = [f"would fold {report.records} record(s)"]
+        if report.torn_bytes:
+            where = ", kept in .quarantine/" if backend is not None else ""
+            parts.append(f"would cut a torn tail of {report.torn_bytes} bytes{where}")
+        return Compaction(dataclasses.replace(report, detail="; ".join(parts)), "would-compact")
+    session_id = report.session_id
+    assert session_id is not None  # only loaded sessions come here
+    kept: tuple[Path, int] | None = None
+    try:
+        with store.backend.lock(session_id):
+            now = look()
+            if now.status not in LOADABLE:
+                return Compaction(now, "skipped")
+            if not _foldable(now):
+                return _nothing_to_fold(now)
+            if now.torn_bytes and backend is not None:
+                kept = backend.cut_torn_tail(
+                    session_id, _torn_bytes_of(session_id, backend), clock=clock
+                )
+            store.compact(session_id)
+            after = store.backend.read(session_id, max_bytes=store.max_bytes)
+    except SessionStoreError as exc:
+        return Compaction(dataclasses.replace(report, detail=str(exc)), "failed")
+    parts = [f"folded {now.records} record(s)"]
+    if kept is not None:
+        parts.append(f"cut a torn tail of {kept[1]} bytes, kept in {kept[0]}")
+    elif now.torn_bytes:
+        parts.append(f"dropped a torn tail of {now.torn_bytes} bytes (never acknowledged)")
+    return Compaction(
+        dataclasses.replace(now, detail="; ".join(parts)),
+        "compacted",
+        None if after is None else len(after),
+        None if kept is None else str(kept[0]),
+    )

@@ -943,6 +943,77 @@ class FileSystemBackend:
     def __repr__(self) -> str:
         return f"FileSystemBackend({str(self.directory)!r}, durable={self.durable})"
 
+    def cut_torn_tail(
+        self,
+        session_id: str,
+        torn_bytes: Callable[[bytes], int],
+        *,
+        clock: Callable[[], float] = time.time,
+    ) -> tuple[Path, int] | None:
+        """Cut a torn tail (an append that never finished) off the session's file.
+
+        Under the session's lock, the file is re-read and ``torn_bytes(its bytes)``
+        says how many bytes at its end belong to no complete line (0: nothing to
+        cut). Those bytes are first kept, flushed, as
+        ``.quarantine/<id>.json.<UTC time>.torn-tail``; then the file is truncated to
+        its last complete line and fsynced. Returns where the bytes went and how
+        many, or None when the file was left as it was (gone, a link or not a regular
+        file, over ``max_bytes``, changed while read, nothing torn). Works relative to
+        the folder's descriptor and never follows a link. Raises
+        ``SessionWriteError`` (the file is intact, or cut with its bytes kept) and
+        ``LockTimeoutError``.
+        """
+        name = f"{session_id}{SUFFIX}"
+        path = self.directory / name
+        with self.lock(session_id), self._folder_fd(session_id, "cut") as dir_fd:
+            try:
+                info = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+                if not stat.S_ISREG(info.st_mode) or info.st_size > self.max_bytes:
+                    return None  # not a file of ours, or too large to judge
+                flags = os.O_RDWR | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+                fd = os.open(name, flags, dir_fd=dir_fd)
+            except OSError as exc:
+                if exc.errno in (errno.ENOENT, errno.ELOOP, errno.EISDIR, errno.ENXIO):
+                    return None
+                raise self._maintenance_error(
+                    session_id, "cut the torn tail of", path, exc
+                ) from exc
+            try:
+                opened = os.fstat(fd)
+                if not stat.S_ISREG(opened.st_mode) or (opened.st_dev, opened.st_ino) != (
+                    info.st_dev,
+                    info.st_ino,
+                ):
+                    return None  # replaced between the look and the open
+                data = read_at_most(fd, opened.st_size, self.max_bytes)
+                cut = torn_bytes(data) if len(data) == opened.st_size else 0
+                if not 0 < cut <= len(data):
+                    return None
+                keep = len(data) - cut
+                with self._open_private(QUARANTINE_DIR_NAME, dir_fd) as target_fd:
+                    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(clock()))
+                    target = _free_name(f"{name}.{stamp}.torn-tail", target_fd)
+                    # The cut bytes are on disk (file and name) before the file loses them.
+                    write_atomic(
+                        self.directory / QUARANTINE_DIR_NAME,
+                        target,
+                        data[keep:],
+                        durable=self.durable,
+                        dir_fd=target_fd,
+                        like=opened,
+                        keep_owner=False,
+                    )
+                os.ftruncate(fd, keep)
+                if self.durable:
+                    full_fsync(fd)
+            except OSError as exc:
+                raise self._maintenance_error(
+                    session_id, "cut the torn tail of", path, exc
+                ) from exc
+            finally:
+                os.close(fd)
+        return self.directory / QUARANTINE_DIR_NAME / target, cut
+
 
 def classify_name(name: str) -> Entry:
     """The kind of the folder entry ``name`` (see ``Entry``), from its name alone."""

@@ -9,7 +9,8 @@ The package, one job per module: ``options`` (the parser), ``stores`` (which
 store, and keeping passwords out of the output), ``output`` (the one report
 shape, as text, JSON or JSON lines), ``progress`` (the bar), and the commands:
 ``inspecting`` (status, history, ls, show, validate), ``migrating`` (migrate),
-``doctoring`` (doctor) and ``managing`` (copy, delete, setup, schema).
+``compacting`` (compact), ``doctoring`` (doctor) and ``managing`` (copy, delete,
+setup, schema).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import os
 import sys
 from collections.abc import Sequence
 
-from sessionstore.cli import doctoring, inspecting, managing, migrating
+from sessionstore.cli import compacting, doctoring, inspecting, managing, migrating
 from sessionstore.cli.common import Context
 from sessionstore.cli.options import Parser, build_parser
 from sessionstore.cli.output import Output
@@ -36,6 +37,7 @@ HANDLERS = {
     "show": inspecting.show,
     "validate": inspecting.validate,
     "migrate": migrating.migrate,
+    "compact": compacting.compact,
     "doctor": doctoring.doctor,
     "copy": managing.copy,
     "delete": managing.delete,

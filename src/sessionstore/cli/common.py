@@ -110,6 +110,8 @@ def file_item(
             messages=report.messages,
             input_tokens=report.input_tokens,
             output_tokens=report.output_tokens,
+            records=report.records,
+            torn_bytes=report.torn_bytes,
             size=report.size,
             modified=report.modified,
         )
@@ -143,11 +145,23 @@ def hints(out: Output, target: Target) -> list[str]:
         "unreadable": "check their permissions (and run as the folder's owner)",
         "not-found": "no session has that id here: check the id and the store",
     }
-    return [
+    found = [
         f"hint: {out.summary[status]} {status}: {advice}"
         for status, advice in text.items()
         if out.summary[status]
     ]
+    torn = out.summary.torn_tails
+    if torn:
+        fix = (
+            f"sessionstore doctor --fix{opts} cuts them (the bytes are kept in .quarantine/)"
+            if folder
+            else f"sessionstore compact{opts} drops them"
+        )
+        found.append(
+            f"hint: {torn} torn tail(s): appends that never finished (never acknowledged; "
+            f"loads ignore them): {fix}"
+        )
+    return found
 
 
 def next_step(out: Output, target: Target) -> str | None:
@@ -158,6 +172,9 @@ def next_step(out: Output, target: Target) -> str | None:
         return f"next: sessionstore migrate --dry-run{opts}, then sessionstore migrate{opts}"
     if target.kind == "folder" and (summary["corrupt"] or summary["invalid-name"]):
         return f"next: sessionstore doctor{opts}"
+    if summary.torn_tails:
+        fix = "doctor --fix" if target.kind == "folder" else "compact"
+        return f"next: sessionstore {fix}{opts}"
     return None
 
 

@@ -16,13 +16,16 @@ __all__ = ["doctor"]
 
 OK, PROBLEMS = 0, 1
 
-_FIXED_BY_FIX = frozenset({maintenance.STALE_TEMP, maintenance.STRAY_LOCK, maintenance.CORRUPT})
+_FIXED_BY_FIX = frozenset(
+    {maintenance.STALE_TEMP, maintenance.STRAY_LOCK, maintenance.CORRUPT, maintenance.TORN_TAIL}
+)
 """Finding kinds ``--fix`` acts on (each re-checked under the session's lock)."""
 
 KIND_WORDS = (
     maintenance.STALE_TEMP,
     maintenance.FRESH_TEMP,
     maintenance.STRAY_LOCK,
+    maintenance.TORN_TAIL,
     maintenance.CORRUPT,
     maintenance.INVALID_NAME,
     maintenance.TOO_NEW,
@@ -31,7 +34,7 @@ KIND_WORDS = (
     maintenance.UNREADABLE,
     maintenance.UNSAFE_FOLDER,
 )
-ACTION_WORDS = ("removed", "quarantined", "renamed", "restored", "left-alone", "failed")
+ACTION_WORDS = ("removed", "cut", "quarantined", "renamed", "restored", "left-alone", "failed")
 
 
 def doctor(ctx: Context) -> int:
@@ -76,6 +79,7 @@ _HINT = {
     maintenance.STALE_TEMP: "doctor --fix removes it",
     maintenance.STRAY_LOCK: "doctor --fix removes it",
     maintenance.CORRUPT: "doctor --fix moves it into .quarantine/ (bytes kept)",
+    maintenance.TORN_TAIL: "doctor --fix cuts it (the bytes are kept in .quarantine/)",
 }
 
 
@@ -160,7 +164,10 @@ def _close(ctx: Context) -> int:
     args = ctx.args
     if ctx.target.kind == "folder":
         fixable = (
-            sum(summary[k] for k in _FIXED_BY_FIX) - summary["removed"] - summary["quarantined"]
+            sum(summary[k] for k in _FIXED_BY_FIX)
+            - summary["removed"]
+            - summary["quarantined"]
+            - summary["cut"]
         )
         if not args.fix and fixable > 0:
             out.line(f"next: sessionstore doctor --fix{opts}")

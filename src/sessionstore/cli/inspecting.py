@@ -50,7 +50,13 @@ def _where(ctx: Context) -> str:
 
 def _count(ctx: Context, report: FileReport) -> bool:
     problem = report.status in maintenance.PROBLEMS
-    ctx.out.summary.add(status=report.status, version=report.schema_version, problem=problem)
+    ctx.out.summary.add(
+        status=report.status,
+        version=report.schema_version,
+        problem=problem,
+        records=report.records,
+        torn_bytes=report.torn_bytes,
+    )
     return problem
 
 
@@ -81,9 +87,8 @@ def validate(ctx: Context) -> int:
     with out.progress(total, "validate"):
         for report in reports:
             problem = _count(ctx, report)
-            show = (
-                problem or out.verbose or (report.status != maintenance.CURRENT and not out.quiet)
-            )
+            notable = report.status != maintenance.CURRENT or bool(report.torn_bytes)
+            show = problem or out.verbose or (notable and not out.quiet)
             if show and not header and not out.quiet:
                 out.line(f"{'STATUS':<18} {'VER':>3}  {'ID':<28}  DETAIL")
                 header = True
@@ -124,6 +129,17 @@ def status(ctx: Context) -> int:
     problems = summary.phrase(tuple(s for s in STATUS_WORDS if s in maintenance.PROBLEMS))
     if problems:
         out.line(f"  problems:  {summary.problems:>8}  {problems}")
+    opts = ctx.target.options(out.redact)
+    if summary.records:
+        out.line(
+            f"  records:   {summary.records:>8}  appended, not folded yet (they fold by "
+            f"themselves; sessionstore compact{opts} folds them now)"
+        )
+    if summary.torn_tails:
+        out.line(
+            f"  torn tails:{summary.torn_tails:>8}  file(s) end in an append that never "
+            "finished (loads ignore it)"
+        )
     if pending:
         skipped = f", skip {summary.problems} problem file(s)" if summary.problems else ""
         out.line(f"migrate would rewrite {pending} as version {CURRENT_SCHEMA_VERSION}{skipped}")

@@ -246,6 +246,17 @@ def build_parser(handlers: dict[str, Callable[..., int]]) -> Parser:  # noqa: PL
         "become that user's)",
     )
     sub = add(
+        "compact",
+        "fold the append records of every session (or the ones named) into its snapshot",
+        [
+            "sessionstore compact",
+            "sessionstore compact chat-42 --json",
+            "sessionstore compact --dry-run --dsn postgresql://app@db/app",
+        ],
+    )
+    ids(sub, "compact")
+    sub.add_argument("--dry-run", action="store_true", help="write nothing; say what would fold")
+    sub = add(
         "doctor",
         "find what crashed writers and damage left, and what does not load; fix with --fix",
         [
@@ -260,8 +271,9 @@ def build_parser(handlers: dict[str, Callable[..., int]]) -> Parser:  # noqa: PL
         "--fix",
         action="store_true",
         help="remove stale temp and stray lock files; move corrupt files into "
-        "DIR/.quarantine/ (never deletes session data; each fix re-checks the file "
-        "under its session's lock)",
+        "DIR/.quarantine/; cut torn tails (appends that never finished), keeping their "
+        "bytes in DIR/.quarantine/ (never deletes session data; each fix re-checks the "
+        "file under its session's lock)",
     )
     sub.add_argument(
         "--rename",

@@ -55,6 +55,7 @@ STATUS_KEYS = (
     "fresh_temp",
     "stray_lock",
     "unsafe_folder",
+    "torn_tail",
     "in_quarantine",
 )
 """Summary keys counting the items of each status (every report has all of them)."""
@@ -80,6 +81,9 @@ ACTION_KEYS = (
     "left_alone",
     "deleted",
     "written",
+    "cut",
+    "compacted",
+    "would_compact",
 )
 """Summary keys counting the items of each action (every report has all of them)."""
 
@@ -123,6 +127,10 @@ class Summary:
         self.problems = 0
         self.counts: Counter[str] = Counter()
         self.versions: Counter[int] = Counter()
+        self.records = 0
+        """Append records (not folded yet) in the items, summed."""
+        self.torn_tails = 0
+        """Items whose file or row ends in a torn tail."""
 
     def add(
         self,
@@ -131,10 +139,14 @@ class Summary:
         action: str | None = None,
         version: int | None = None,
         problem: bool = False,
+        records: int | None = None,
+        torn_bytes: int | None = None,
     ) -> None:
         """Count one item."""
         self.total += 1
         self.problems += problem
+        self.records += records or 0
+        self.torn_tails += bool(torn_bytes)
         for word in (status, action):
             if word is not None:
                 self.counts[key(word)] += 1
@@ -145,10 +157,12 @@ class Summary:
         return self.counts[key(name)]
 
     def as_json(self) -> dict[str, Any]:
-        """The summary object: ``total``, ``problems``, every status and action key, and
-        ``by_version`` (schema version, as a string, -> count)."""
+        """The summary object: ``total``, ``problems``, every status and action key,
+        ``records`` and ``torn_tails`` (see ``add``), and ``by_version`` (schema
+        version, as a string, -> count)."""
         out: dict[str, Any] = {"total": self.total, "problems": self.problems}
         out.update({name: self.counts[name] for name in (*STATUS_KEYS, *ACTION_KEYS)})
+        out.update(records=self.records, torn_tails=self.torn_tails)
         out["by_version"] = {str(v): n for v, n in sorted(self.versions.items())}
         return out
 
