@@ -1,9 +1,10 @@
 """The golden corpus: sample files of every schema version, loaded forever.
 
 ``corpus/`` holds files that must load (seed-written version 1 files, an
-explicit version 1, version 2, and current version 3 files: plain, folded with a store
-line, with append records, with a torn tail); ``corpus_refused/`` holds files that
-must be refused with a named error. Never edit these files: add new ones.
+explicit version 1, version 2; and current version 3 files: plain, folded with a store
+line, with append records, with a torn tail, in ``corpus_v3/``); ``corpus_refused/`` and
+``corpus_v3_refused/`` hold files that must be refused with a named error. Never edit
+these files: add new ones.
 """
 
 from __future__ import annotations
@@ -25,7 +26,17 @@ from sessionstore import (
 from sessionstore.codec import decode_document, encode
 
 CORPUS = Path(__file__).parent / "corpus"
+CORPUS_V3 = Path(__file__).parent / "corpus_v3"
+"""Version-3 files (the append log's era), kept apart so the CLI's tests of ``corpus/`` keep
+their counts: plain, folded with a store line, with records, with a torn tail."""
+
+
+def _folder(session_id: str) -> Path:
+    return CORPUS_V3 if session_id.startswith("v3-") else CORPUS
+
+
 REFUSED = Path(__file__).parent / "corpus_refused"
+REFUSED_V3 = Path(__file__).parent / "corpus_v3_refused"
 
 
 class Expected(TypedDict):
@@ -65,19 +76,19 @@ def _digests(folder: Path) -> dict[str, str]:
 
 
 def test_corpus_lists_every_sample() -> None:
-    assert SessionStore(CORPUS).list() == sorted(EXPECTED)
+    assert sorted(SessionStore(CORPUS).list() + SessionStore(CORPUS_V3).list()) == sorted(EXPECTED)
 
 
 @pytest.mark.parametrize("session_id", sorted(EXPECTED))
 def test_corpus_file_loads_with_expected_content(session_id: str) -> None:
-    before = _digests(CORPUS)
-    session = SessionStore(CORPUS).load(session_id)
+    before = _digests(_folder(session_id))
+    session = SessionStore(_folder(session_id)).load(session_id)
     expected = EXPECTED[session_id]
     assert session.session_id == session_id
     assert session.schema_version == CURRENT_SCHEMA_VERSION
     assert session.messages == expected["messages"]
     assert (session.input_tokens, session.output_tokens) == expected["tokens"]
-    assert _digests(CORPUS) == before, "loading must never write"
+    assert _digests(_folder(session_id)) == before, "loading must never write"
 
 
 def test_corpus_seed_files_migrate_with_empty_new_fields() -> None:
@@ -103,19 +114,19 @@ def test_corpus_lone_surrogate_file_reports_its_repair() -> None:
 @pytest.mark.parametrize("session_id", sorted(EXPECTED))
 def test_corpus_current_files_reencode_byte_identical(session_id: str) -> None:
     """A current file written by this library re-encodes to the very same bytes."""
-    data = (CORPUS / f"{session_id}.json").read_bytes()
+    data = (_folder(session_id) / f"{session_id}.json").read_bytes()
     decoded = decode_document(data, session_id=session_id)
     if not decoded.needs_rewrite and not decoded.records and not decoded.folded_store:
         assert encode(decoded.session) == data
 
 
 def test_corpus_refused_too_new_version() -> None:
-    before = _digests(REFUSED)
+    before = _digests(REFUSED_V3)
     with pytest.raises(SchemaVersionError, match="v4-from-the-future") as info:
-        SessionStore(REFUSED).load("v4-from-the-future")
+        SessionStore(REFUSED_V3).load("v4-from-the-future")
     assert info.value.found_version == 4
     assert info.value.supported_version == CURRENT_SCHEMA_VERSION
-    assert _digests(REFUSED) == before
+    assert _digests(REFUSED_V3) == before
 
 
 @pytest.mark.parametrize(
@@ -129,10 +140,11 @@ def test_corpus_refused_too_new_version() -> None:
     ],
 )
 def test_corpus_refused_corrupt_files(session_id: str, reason: str) -> None:
+    folder = REFUSED_V3 if session_id == "v3-damaged-record" else REFUSED
     with pytest.raises(CorruptSessionError, match=reason) as info:
-        SessionStore(REFUSED).load(session_id)
+        SessionStore(folder).load(session_id)
     assert info.value.session_id == session_id
-    assert info.value.path == REFUSED / f"{session_id}.json"
+    assert info.value.path == folder / f"{session_id}.json"
     assert session_id in str(info.value)
 
 
