@@ -35,7 +35,7 @@ from xxhash import xxh3_128_hexdigest
 
 from sessionstore.backends.base import Backend
 from sessionstore.codec import DecodedSession, decode_document, encode
-from sessionstore.errors import ConflictError, SessionNotFoundError
+from sessionstore.errors import CommitUnknownError, ConflictError, SessionNotFoundError
 from sessionstore.models import (
     CURRENT_SCHEMA_VERSION,
     DECODED_TEXT,
@@ -220,8 +220,16 @@ def append_session(
             result = _append_if_last(target, append, state, if_match)
             if result is not None:
                 return result
-    with lock(target.session_id):
-        return append_locked(target, append, if_match=if_match)
+    result = None
+    try:
+        with lock(target.session_id):
+            result = append_locked(target, append, if_match=if_match)
+    except CommitUnknownError as exc:
+        # The commit that ends the lock failed: name the etag the append would give.
+        if exc.etag is None and result is not None:
+            exc.etag = result.etag
+        raise
+    return result
 
 
 def _append_if_last(
@@ -327,9 +335,7 @@ def _state_from_tail(tail: FileTail) -> _State | None:
     remembered: dict[str, KeyResult] = {}
     if data.startswith(STORE_LINE_PREFIX, line_start):
         try:
-            remembered = store_keys(
-                parse_store_line(data[line_start + len(STORE_LINE_PREFIX) : end])
-            )
+            remembered = _store_line_keys(data[line_start + len(STORE_LINE_PREFIX) : end])
         except RecordError:
             return None
 
@@ -353,6 +359,23 @@ def _state_from_tail(tail: FileTail) -> _State | None:
         identity=tail.identity,
         find_key=find_key,
     )
+
+
+_STORE_LINES: dict[str, dict[str, KeyResult]] = {}
+"""Store lines checked lately, by digest: a store line holds up to ``KEY_MEMORY`` keys,
+and checking it on every append would cost more than the append's own work."""
+
+
+def _store_line_keys(text: bytes) -> dict[str, KeyResult]:
+    """The keys of a store line (read only: the dict may be shared); raises ``RecordError``."""
+    digest = xxh3_128_hexdigest(text)
+    keys = _STORE_LINES.get(digest)
+    if keys is None:
+        keys = store_keys(parse_store_line(text))
+        if len(_STORE_LINES) >= 16:
+            _STORE_LINES.clear()
+        _STORE_LINES[digest] = keys
+    return keys
 
 
 def _append_to_decoded(target: Target, append: Append, decoded: DecodedSession) -> AppendResult:
