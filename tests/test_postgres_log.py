@@ -284,7 +284,8 @@ def test_a_server_that_stops_answering_fails_the_append_in_time(table: str) -> N
         thread.start()
         thread.join(60)
         assert not thread.is_alive(), "the append has no bound"
-    assert outcome and isinstance(outcome[0], TransientError)
+    assert outcome
+    assert isinstance(outcome[0], TransientError)
     with PostgresSessionStore(DSN, table=table) as direct:
         messages = direct.load("s").messages
         assert messages in (("a", "b"), ("a", "b", "c"))
