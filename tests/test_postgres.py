@@ -25,6 +25,7 @@ from psycopg import sql
 from psycopg_pool import ConnectionPool
 
 from sessionstore import (
+    CURRENT_SCHEMA_VERSION,
     CommitUnknownError,
     ConflictError,
     LockTimeoutError,
@@ -57,7 +58,11 @@ def table() -> Iterator[str]:
     name = unique_table()
     yield name
     with psycopg.connect(DSN, autocommit=True) as conn:
-        conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(sql.Identifier(name)))
+        conn.execute(
+            sql.SQL("DROP TABLE IF EXISTS {}, {}").format(
+                sql.Identifier(name), sql.Identifier(f"{name}_journal")
+            )
+        )
 
 
 @pytest.fixture
@@ -221,7 +226,7 @@ def test_v1_documents_are_migrated_on_load(doc: dict[str, object]) -> None:
             store.backend.write(session_id, orjson.dumps(doc))
             assert _schema_version_column(store, session_id) == 1
             loaded = store.load(session_id)
-            assert loaded.schema_version == 2
+            assert loaded.schema_version == CURRENT_SCHEMA_VERSION
             assert loaded.messages == tuple(doc["messages"])  # type: ignore[arg-type]
             assert (loaded.input_tokens, loaded.output_tokens) == (
                 doc["input_tokens"],
@@ -229,7 +234,7 @@ def test_v1_documents_are_migrated_on_load(doc: dict[str, object]) -> None:
             )
             assert (loaded.created_at, loaded.updated_at, loaded.metadata) == (None, None, {})
             store.save(loaded)
-            assert _schema_version_column(store, session_id) == 2
+            assert _schema_version_column(store, session_id) == CURRENT_SCHEMA_VERSION
         finally:
             store.backend.drop()
 
@@ -410,7 +415,8 @@ def test_missing_session_is_not_found(store: PostgresSessionStore) -> None:
 @given(sst.sessions())
 def test_version_column_from_the_prefix_agrees_with_a_full_parse(session: StoredSession) -> None:
     data = encode(session)
-    assert schema_version_of(data) == orjson.loads(data)["schema_version"] == 2
+    version = orjson.loads(data)["schema_version"]
+    assert schema_version_of(data) == version == CURRENT_SCHEMA_VERSION
 
 
 @pytest.mark.parametrize(

@@ -90,7 +90,11 @@ def table() -> Iterator[str]:
     name = unique_table("fault")
     yield name
     with psycopg.connect(DSN, autocommit=True) as conn:
-        conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(sql.Identifier(name)))
+        conn.execute(
+            sql.SQL("DROP TABLE IF EXISTS {}, {}").format(
+                sql.Identifier(name), sql.Identifier(f"{name}_journal")
+            )
+        )
 
 
 @pytest.fixture

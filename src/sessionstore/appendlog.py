@@ -7,6 +7,13 @@ backend does) lets an append read only the end of the file and write with one
 ``write()`` and one fdatasync, whatever the session's size; any other backend
 gets the same bytes through a whole-document ``write``.
 
+A backend whose appends can check the session's state themselves (PostgreSQL: the
+statement that stores a record checks, under the lock, that the record follows the
+session's last one) may also offer ``known_tail`` and ``append_record_if_last``:
+``append_session`` then builds the record from the tail the backend remembers and
+stores it without the caller taking the lock first, one round trip; when the
+backend refuses it (the session moved on), it falls back to ``append_locked``.
+
 A fold rewrites snapshot + records as one snapshot with the backend's atomic
 write. It keeps the etag (the session did not change) and the append keys. It
 runs on its own (``compact``) and after an append once the records pass
@@ -18,6 +25,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
@@ -51,7 +59,15 @@ from sessionstore.records import (
     verify_record,
 )
 
-__all__ = ["Append", "AppendResult", "Target", "append_locked", "fold_locked", "fold_threshold"]
+__all__ = [
+    "Append",
+    "AppendResult",
+    "Target",
+    "append_locked",
+    "append_session",
+    "fold_locked",
+    "fold_threshold",
+]
 
 FOLD_MINIMUM = 16 * 1024
 """Records are folded once they pass this many bytes, or 1/32 of the snapshot if larger."""
@@ -80,6 +96,19 @@ class TailBackend(Protocol):
     def append_record(
         self, session_id: str, line: bytes, *, identity: object, size: int, keep: int
     ) -> None: ...
+
+
+class CheckedTailBackend(Protocol):
+    """The optional backend methods of appends that check the session's state themselves."""
+
+    def known_tail(self, session_id: str, *, max_bytes: int) -> FileTail | None:
+        """The session's tail as the backend last saw it (no I/O), or None."""
+        ...
+
+    def append_record_if_last(self, session_id: str, line: bytes) -> bool:
+        """Store ``line`` (taking the session's lock) only if it follows the session's
+        last record (its ``seq`` and ``prev``); False, and nothing written, if not."""
+        ...
 
 
 def fold_threshold(snapshot_size: int) -> int:
@@ -174,6 +203,59 @@ def append_locked(target: Target, append: Append, *, if_match: str | None) -> Ap
     return AppendResult(digest, count, *totals)
 
 
+def append_session(
+    target: Target,
+    append: Append,
+    *,
+    if_match: str | None,
+    lock: Callable[[str], AbstractContextManager[None]],
+) -> AppendResult:
+    """Append, taking the session's lock (``lock``) only when the backend cannot store
+    the record from its known tail on its own (see the module docstring). Raises
+    what ``append_locked`` raises."""
+    known_tail = getattr(target.backend, "known_tail", None)
+    if known_tail is not None:
+        tail = known_tail(target.session_id, max_bytes=target.max_bytes)
+        state = None if tail is None else _state_from_tail(tail)
+        if state is not None:
+            result = _append_if_last(target, append, state, if_match)
+            if result is not None:
+                return result
+    result = None
+    try:
+        with lock(target.session_id):
+            result = append_locked(target, append, if_match=if_match)
+    except CommitUnknownError as exc:
+        # The commit that ends the lock failed: name the etag the append would give.
+        if exc.etag is None and result is not None:
+            exc.etag = result.etag
+        raise
+    return result
+
+
+def _append_if_last(
+    target: Target, append: Append, state: _State, if_match: str | None
+) -> AppendResult | None:
+    """The append as one checked record after ``state``, or None when only the locked
+    path can tell what to do (a known key, another etag, a fold due, a limit)."""
+    if state.torn or (append.key is not None and state.find_key(append.key) is not None):
+        return None
+    if if_match is not None and if_match != state.etag:
+        return None
+    count = state.message_count + len(append.messages)
+    totals = (state.input_tokens + append.input_tokens, state.output_tokens + append.output_tokens)
+    if max(totals) > MAX_TOKENS:
+        return None
+    line, digest = _record(append, state.seq + 1, state.etag, count, totals)
+    size = state.size + len(line)
+    if size > target.max_bytes or size - state.snapshot_size > fold_threshold(state.snapshot_size):
+        return None
+    backend: Any = target.backend
+    if not backend.append_record_if_last(target.session_id, line):
+        return None
+    return AppendResult(digest, count, *totals)
+
+
 def fold_locked(target: Target) -> str:
     """Fold the session's records into its snapshot (caller holds the lock); return the etag.
 
@@ -265,7 +347,7 @@ def _state_from_tail(tail: FileTail) -> _State | None:
             return result_of(verify_record(region[start : region.index(b"\n", at)]))
         if encoded + b":[" not in store_line:
             return None  # not remembered: no need to parse the store line
-        return store_keys(parse_store_line(store_line)).get(key)
+        return _store_line_keys(store_line).get(key)
 
     return _State(
         etag=last["hash"],
@@ -279,6 +361,23 @@ def _state_from_tail(tail: FileTail) -> _State | None:
         identity=tail.identity,
         find_key=find_key,
     )
+
+
+_STORE_LINES: dict[str, dict[str, KeyResult]] = {}
+"""Store lines checked lately, by digest: a store line holds up to ``KEY_MEMORY`` keys,
+and checking it on every append would cost more than the append's own work."""
+
+
+def _store_line_keys(text: bytes) -> dict[str, KeyResult]:
+    """The keys of a store line (read only: the dict may be shared); raises ``RecordError``."""
+    digest = xxh3_128_hexdigest(text)
+    keys = _STORE_LINES.get(digest)
+    if keys is None:
+        keys = store_keys(parse_store_line(text))
+        if len(_STORE_LINES) >= 16:
+            _STORE_LINES.clear()
+        _STORE_LINES[digest] = keys
+    return keys
 
 
 def _append_to_decoded(target: Target, append: Append, decoded: DecodedSession) -> AppendResult:

@@ -15,7 +15,14 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from sessionstore.appendlog import Append, AppendResult, Target, append_locked, fold_locked
+from sessionstore.appendlog import (
+    Append,
+    AppendResult,
+    Target,
+    append_locked,
+    append_session,
+    fold_locked,
+)
 from sessionstore.backends.base import DEFAULT_MAX_BYTES, Backend, content_etag
 from sessionstore.backends.filesystem import FileSystemBackend
 from sessionstore.backends.memory import MemoryBackend
@@ -246,8 +253,9 @@ class BackendSessionStore:
             raise TypeError(msg)
         now = datetime.now(timezone.utc)
         append = Append(added, input_tokens, output_tokens, key, now)
-        with self.backend.lock(session_id):
-            return append_locked(self._target(session_id), append, if_match=if_match)
+        return append_session(
+            self._target(session_id), append, if_match=if_match, lock=self.backend.lock
+        )
 
     def compact(self, session_id: str) -> str:
         """Fold the session's append records into one snapshot; return its etag.

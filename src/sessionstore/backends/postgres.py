@@ -4,8 +4,13 @@ Needs the ``postgres`` extra (from a checkout: ``pip install '.[postgres]'``); i
 this module without psycopg raises an ``ImportError`` that says so.
 
 One row per session: ``id`` (primary key), ``schema_version``, ``document`` (the
-exact encoded bytes), ``etag`` (``content_etag`` of those bytes, so etags agree
-with every other backend) and ``updated_at``.
+exact encoded bytes of its snapshot), ``etag`` (``content_etag`` of those bytes, so
+etags agree with every other backend) and ``updated_at``; and the session's appended
+record lines as rows of ``<table>_journal`` (see ``postgres_journal``): ``read``
+returns the document followed by those lines, the bytes a session file would hold.
+An append adds one row (one round trip, whatever the session's size); a save,
+create, delete or fold replaces the document and clears the rows in the same
+transaction.
 
 The write contract. Every mutation of a session (save, conditional save, create,
 delete, and the writes of ``update`` and ``append_messages``) runs in a
@@ -68,6 +73,15 @@ try:
         deadline,
         scrub,
     )
+    from sessionstore.backends.postgres_journal import (
+        TAIL_WINDOW,
+        JournalRows,
+        TailCache,
+        journal_name,
+        line_link,
+        split_rows,
+        tail_is_enough,
+    )
 except ImportError as exc:  # pragma: no cover - exercised by a sys.modules test
     raise ImportError(
         "the PostgreSQL backend of sessionstore needs psycopg 3: install the postgres "
@@ -87,6 +101,7 @@ from sessionstore.errors import (
     SessionWriteError,
 )
 from sessionstore.ids import is_valid_session_id
+from sessionstore.records import CURRENT_PREFIX, FileTail
 
 if TYPE_CHECKING:
     from psycopg_pool import ConnectionPool
@@ -267,6 +282,8 @@ class PostgresBackend:
         self.table = table
         self.max_size = max_size
         self._ident = sql.Identifier(*parts)
+        self._journal = sql.Identifier(*journal_name(parts))
+        self._tails = TailCache()
         # The server resolves this to the table's oid, by the search_path for a bare name.
         regclass = sql.Literal(".".join(f'"{part}"' for part in parts))
         # Client-side bounds: after the server's own timeouts would have fired.
@@ -304,7 +321,9 @@ class PostgresBackend:
     # -- schema -----------------------------------------------------------------
 
     def setup(self) -> None:
-        """Create the table if it does not exist (idempotent; safe to run concurrently).
+        """Create the table and its journal table if they do not exist (idempotent; safe to
+        run concurrently). Run it again after upgrading from a version without appends:
+        it adds the journal table to an existing table.
 
         Raises ``SessionWriteError`` when the server cannot be reached or refuses.
         """
@@ -316,6 +335,15 @@ class PostgresBackend:
             " etag text NOT NULL,"
             " updated_at timestamptz NOT NULL DEFAULT now())"
         ).format(t=self._ident)
+        # The journal of appended records (tables made by older versions get it here).
+        create_journal = sql.SQL(
+            "CREATE TABLE IF NOT EXISTS {j} ("
+            " id text NOT NULL,"
+            " seq integer NOT NULL,"
+            " hash text NOT NULL,"
+            " line bytea NOT NULL,"
+            " PRIMARY KEY (id, seq))"
+        ).format(j=self._journal)
         action = "create the table"
         conn = self._get(SessionWriteError, action, None)
         try:
@@ -328,6 +356,7 @@ class PostgresBackend:
                 conn.execute(_BEGIN)
                 conn.execute(_SETUP_LOCK, [_SETUP_KEY, *self._timeouts])
                 conn.execute(create)
+                conn.execute(create_journal)
                 commit = conn.execute(_COMMIT)
             self._check_committed(commit, action, None)
         finally:
@@ -335,7 +364,7 @@ class PostgresBackend:
 
     def drop(self) -> None:
         """Drop the table and every session in it (for tests). Raises ``SessionWriteError``."""
-        statement = sql.SQL("DROP TABLE IF EXISTS {t}").format(t=self._ident)
+        statement = sql.SQL("DROP TABLE IF EXISTS {t}, {j}").format(t=self._ident, j=self._journal)
         action = "drop the table"
         conn = self._get(SessionWriteError, action, None)
         try:
@@ -346,6 +375,7 @@ class PostgresBackend:
 
     def close(self) -> None:
         """Close the connections this backend opened (a borrowed pool is left open)."""
+        self._tails.clear()
         self._source.close()
 
     # -- the Backend protocol -----------------------------------------------------
@@ -424,14 +454,16 @@ class PostgresBackend:
             self._exchange(conn, self._answer, SessionReadError, "read", session_id),
         ):
             # binary: the document arrives as its bytes, not as hex text to decode.
-            cursor = conn.execute(self._sql["read"], [max_bytes, session_id], binary=True)
+            cursor = conn.execute(
+                self._sql["read"], [max_bytes, max_bytes, session_id], binary=True
+            )
             row = cursor.fetchone()
         if row is None:
             return None
-        size, data = row
+        size, data, lines = row
         if data is None:
             raise self._too_large(session_id, size, max_bytes)
-        return bytes(data)
+        return bytes(data) + bytes(lines) if lines else bytes(data)
 
     def read_many(
         self, session_ids: Sequence[str], *, max_bytes: int
@@ -447,13 +479,17 @@ class PostgresBackend:
             self._reading(SessionReadError, action, None) as conn,
             self._exchange(conn, self._answer, SessionReadError, action, None),
         ):
-            rows = conn.execute(self._sql["read_many"], [max_bytes, list(session_ids)])
+            rows = conn.execute(
+                self._sql["read_many"], {"max": max_bytes, "ids": list(session_ids)}
+            )
             found = rows.fetchall()
         return {
             session_id: (
-                bytes(data) if data is not None else self._too_large(session_id, size, max_bytes)
+                (bytes(data) + bytes(lines) if lines else bytes(data))
+                if data is not None
+                else self._too_large(session_id, size, max_bytes)
             )
-            for session_id, size, data in found
+            for session_id, size, data, lines in found
         }
 
     def _too_large(self, session_id: str, size: int, max_bytes: int) -> SessionTooLargeError:
@@ -468,15 +504,20 @@ class PostgresBackend:
 
     def write(self, session_id: str, data: bytes, *, if_match: str | None = None) -> str:
         etag = content_etag(data)
+        rows = split_rows(data)
         params = {
             "id": session_id,
             "version": schema_version_of(data),
-            "document": data,
-            "etag": etag,
+            "document": rows.document,
+            "etag": content_etag(rows.document) if rows.lines else etag,
+            "whole": etag,
             "if_match": if_match,
         }
+        self._tails.drop(session_id)
         if if_match is None:
-            return self._write(session_id, "write", self._sql["upsert"], params, lambda _: etag)
+            return self._write_rows(
+                session_id, "write", self._sql["upsert"], params, lambda _: etag, rows=rows
+            )
 
         def outcome(cursor: Cursor) -> str:
             updated, found, _ = _one(cursor)
@@ -489,16 +530,21 @@ class PostgresBackend:
                 path=self.location(session_id),
             )
 
-        return self._write(session_id, "write", self._sql["update_if"], params, outcome)
+        return self._write_rows(
+            session_id, "write", self._sql["update_if"], params, outcome, rows=rows
+        )
 
     def create(self, session_id: str, data: bytes) -> str:
         etag = content_etag(data)
+        rows = split_rows(data)
         params = {
             "id": session_id,
             "version": schema_version_of(data),
-            "document": data,
-            "etag": etag,
+            "document": rows.document,
+            "etag": content_etag(rows.document) if rows.lines else etag,
+            "whole": etag,
         }
+        self._tails.drop(session_id)
 
         def outcome(cursor: Cursor) -> str:
             inserted, _, _ = _one(cursor)
@@ -510,15 +556,142 @@ class PostgresBackend:
                 path=self.location(session_id),
             )
 
-        return self._write(session_id, "create", self._sql["insert"], params, outcome)
+        return self._write_rows(
+            session_id, "create", self._sql["insert"], params, outcome, rows=rows
+        )
+
+    def _write_rows(
+        self,
+        session_id: str,
+        action: str,
+        statement: sql.Composed,
+        params: dict[str, Any],
+        outcome: Callable[[Cursor], str],
+        *,
+        rows: JournalRows,
+    ) -> str:
+        """``_write`` of the document; then, for bytes that carry lines after their
+        snapshot (rare: a session file copied in), those lines as journal rows, in the
+        same transaction."""
+        if not rows.lines:
+            return self._write(session_id, action, statement, params, outcome)
+        with self.lock(session_id):
+            etag = self._write(session_id, action, statement, params, outcome)
+            self._write(
+                session_id,
+                action,
+                self._sql["add_rows"],
+                {"id": session_id, "hashes": rows.hashes, "lines": rows.lines},
+                _none,
+            )
+        return etag
 
     def delete(self, session_id: str) -> bool:
         """Remove the row; True if this call removed it. Failures raise the
         ``TransientError`` family (``store.delete`` makes them ``SessionDeleteError``)."""
         params = {"id": session_id}
+        self._tails.drop(session_id)
         return self._write(
             session_id, "delete", self._sql["delete"], params, lambda cursor: cursor.rowcount == 1
         )
+
+    # -- appends (the optional methods ``appendlog`` uses) ------------------------------
+
+    def read_tail(self, session_id: str, *, max_bytes: int) -> FileTail | None:
+        """The session's first bytes and its end (the document's last lines, then the
+        journal's lines), for an append; None when there is no session. Raises what
+        ``read`` raises. Remembers the tail for the next append (``known_tail``)."""
+        window = TAIL_WINDOW
+        while True:
+            with (
+                self._reading(SessionReadError, "read", session_id) as conn,
+                self._exchange(conn, self._answer, SessionReadError, "read", session_id),
+            ):
+                cursor = conn.execute(
+                    self._sql["tail"],
+                    {"id": session_id, "head": len(CURRENT_PREFIX), "window": window},
+                    binary=True,
+                )
+                row = cursor.fetchone()
+            if row is None:
+                self._tails.drop(session_id)
+                return None
+            document_size, size, head, end, lines = row
+            if size > max_bytes:
+                raise self._too_large(session_id, size, max_bytes)
+            head, end = bytes(head), bytes(end)
+            offset = document_size - len(end)
+            if head != CURRENT_PREFIX or tail_is_enough(end, offset):
+                break
+            window = document_size  # a store line longer than the window: read it all
+        tail = FileTail(size, None, head, end + bytes(lines or b""), offset)
+        self._tails.put(session_id, tail)
+        return tail
+
+    def known_tail(self, session_id: str, *, max_bytes: int) -> FileTail | None:
+        """The session's tail as this backend last read or appended it (no I/O): a hint,
+        which ``append_record_if_last`` checks on the server."""
+        tail = self._tails.get(session_id)
+        return tail if tail is not None and tail.size <= max_bytes else None
+
+    def append_record(
+        self, session_id: str, line: bytes, *, identity: object, size: int, keep: int
+    ) -> None:
+        """Add ``line`` as the session's next journal row; the caller holds the lock
+        and read the session at ``size`` bytes, ``keep`` of them intact (rows past
+        ``keep``, a torn line copied in, are removed first). Raises
+        ``SessionWriteError`` (nothing added) and ``CommitUnknownError``."""
+        del identity  # a row, unlike a file, cannot be replaced by another one
+        link = line_link(line)
+        if link is None:  # pragma: no cover - appendlog writes only record lines
+            msg = "append_record takes a record line"
+            raise ValueError(msg)
+        if keep < size:
+            self._write(
+                session_id, "append", self._sql["cut"], {"id": session_id, "seq": link[0]}, _none
+            )
+        if not self.append_record_if_last(session_id, line):
+            msg = (
+                f"session {session_id!r} in {self.description} changed while its lock was "
+                "held (another writer that does not take the lock?); nothing was written"
+            )
+            raise SessionWriteError(msg, session_id=session_id, path=self.location(session_id))
+
+    def append_record_if_last(self, session_id: str, line: bytes) -> bool:
+        """Store the record ``line`` as a journal row, in a transaction holding the
+        session's lock, only if it follows the session's last record (its ``seq`` and
+        ``prev``; see ``postgres_journal``): one round trip. False, and nothing
+        written, when it does not. Raises ``SessionWriteError``, ``LockTimeoutError``
+        and ``CommitUnknownError`` (whose ``etag`` is the record's hash: the append
+        landed if the session has it).
+        """
+        link = line_link(line)
+        if link is None:  # pragma: no cover - appendlog writes only record lines
+            msg = "append_record_if_last takes a record line"
+            raise ValueError(msg)
+        seq, prev, digest = link
+        params = {"id": session_id, "seq": seq, "prev": prev, "hash": digest, "line": line}
+        try:
+            stored = self._write(
+                session_id,
+                "append",
+                self._sql["append_if"],
+                params,
+                lambda cursor: cursor.rowcount == 1,
+            )
+        except CommitUnknownError as exc:
+            self._tails.drop(session_id)
+            if exc.etag is None:
+                exc.etag = digest
+            raise
+        except BaseException:
+            self._tails.drop(session_id)
+            raise
+        if stored:
+            self._tails.extend(session_id, line, prev)
+        else:
+            self._tails.drop(session_id)
+        return stored
 
     def exists(self, session_id: str) -> bool:
         with (
@@ -736,7 +909,10 @@ class PostgresBackend:
                 "); the connection was closed"
             )
         elif isinstance(exc, pg_errors.UndefinedTable):
-            reason = f"table {self.table!r} does not exist; call setup() first"
+            reason = (
+                f"table {self.table!r} or its journal does not exist; call setup() first "
+                "(for a table made by an older version, setup() adds the journal)"
+            )
         elif isinstance(exc, pg_errors.QueryCanceled):
             reason = f"the server cancelled the statement ({detail}; timeout={self.timeout})"
         elif lost:
@@ -767,39 +943,81 @@ class PostgresBackend:
     # -- statements -------------------------------------------------------------------
 
     def _statements(self) -> dict[str, sql.Composed]:
+        # The session's etag: its last journal row's hash, else its document's etag.
+        current = sql.SQL(
+            "COALESCE((SELECT hash FROM {j} WHERE id = %(id)s ORDER BY seq DESC LIMIT 1),"
+            " (SELECT etag FROM {t} WHERE id = %(id)s))"
+        ).format(t=self._ident, j=self._journal)
         # A conditional statement also reports what was stored before it ran (its
         # subqueries see the snapshot taken when it started, after the lock): the
-        # etag, and whether those are our very bytes (compared only when the etags
-        # agree, so a large document is not read for nothing).
-        before = sql.SQL(
-            "(SELECT etag FROM {t} WHERE id = %(id)s),"
-            " (SELECT document = %(document)s FROM {t} WHERE id = %(id)s AND etag = %(etag)s)"
-        ).format(t=self._ident)
+        # etag, and whether it is the etag of our very bytes.
+        before = sql.SQL("{current}, {current} = %(whole)s").format(current=current)
         columns = sql.SQL("(id, schema_version, document, etag, updated_at)")
         values = sql.SQL("VALUES (%(id)s, %(version)s, %(document)s, %(etag)s, now())")
+        # The journal's lines of the session ``d``, in order, and their size.
+        lines = sql.SQL(
+            " LEFT JOIN LATERAL (SELECT sum(octet_length(line)) AS size,"
+            " string_agg(line, ''::bytea ORDER BY seq) AS lines"
+            " FROM {j} WHERE {j}.id = d.id) AS r ON true"
+        ).format(j=self._journal)
+        size = sql.SQL("(octet_length(d.document) + COALESCE(r.size, 0))")
         statements = {
-            "read": "SELECT octet_length(document),"
-            " CASE WHEN octet_length(document) <= %s THEN document END FROM {t} WHERE id = %s",
-            "read_many": "SELECT id, octet_length(document),"
-            " CASE WHEN octet_length(document) <= %s THEN document END FROM {t}"
-            " WHERE id = ANY(%s)",
+            "read": "SELECT {size}, CASE WHEN {size} <= %s THEN d.document END,"
+            " CASE WHEN {size} <= %s THEN r.lines END FROM {t} AS d{lines} WHERE d.id = %s",
+            "read_many": "SELECT d.id, {size}, CASE WHEN {size} <= %(max)s THEN d.document END,"
+            " CASE WHEN {size} <= %(max)s THEN r.lines END FROM {t} AS d{lines}"
+            " WHERE d.id = ANY(%(ids)s)",
+            # The document's first bytes and its last ``window`` bytes, then the lines.
+            "tail": "SELECT octet_length(d.document), {size},"
+            " substring(d.document FOR %(head)s),"
+            " substring(d.document FROM greatest(1, octet_length(d.document) - %(window)s + 1)),"
+            " r.lines FROM {t} AS d{lines} WHERE d.id = %(id)s",
             "exists": "SELECT 1 FROM {t} WHERE id = %s",
             # Byte order ("C"), not the database's locale: the same order as sorted().
             "list": 'SELECT id FROM {t} ORDER BY id COLLATE "C"',
-            "delete": "DELETE FROM {t} WHERE id = %(id)s",
-            "insert": "WITH done AS (INSERT INTO {t} {columns} {values}"
+            "delete": "WITH cleared AS (DELETE FROM {j} WHERE id = %(id)s)"
+            " DELETE FROM {t} WHERE id = %(id)s",
+            # Rows left by a version that did not know the journal go with a create.
+            "insert": "WITH orphans AS (DELETE FROM {j} WHERE id = %(id)s"
+            " AND NOT EXISTS (SELECT 1 FROM {t} WHERE id = %(id)s)),"
+            " done AS (INSERT INTO {t} {columns} {values}"
             " ON CONFLICT (id) DO NOTHING RETURNING 1)"
             " SELECT EXISTS (SELECT 1 FROM done), {before}",
-            "upsert": "INSERT INTO {t} {columns} {values} ON CONFLICT (id) DO UPDATE SET"
+            "upsert": "WITH cleared AS (DELETE FROM {j} WHERE id = %(id)s)"
+            " INSERT INTO {t} {columns} {values} ON CONFLICT (id) DO UPDATE SET"
             " schema_version = EXCLUDED.schema_version, document = EXCLUDED.document,"
             " etag = EXCLUDED.etag, updated_at = EXCLUDED.updated_at",
             "update_if": "WITH done AS (UPDATE {t} SET schema_version = %(version)s,"
             " document = %(document)s, etag = %(etag)s, updated_at = now()"
-            " WHERE id = %(id)s AND etag = %(if_match)s RETURNING 1)"
+            " WHERE id = %(id)s AND {current} = %(if_match)s RETURNING 1),"
+            " cleared AS (DELETE FROM {j} WHERE id = %(id)s AND EXISTS (SELECT 1 FROM done))"
             " SELECT EXISTS (SELECT 1 FROM done), {before}",
+            "add_rows": "INSERT INTO {j} (id, seq, hash, line)"
+            " SELECT %(id)s, r.seq, r.hash, r.line"
+            " FROM unnest(%(hashes)s::text[], %(lines)s::bytea[]) WITH ORDINALITY"
+            " AS r(hash, line, seq)",
+            # Rows from ``seq`` on: a torn line copied in, cut by the next append.
+            "cut": "DELETE FROM {j} WHERE id = %(id)s AND seq >= %(seq)s::int",
+            # One record, only if it follows the session's last one (see postgres_journal).
+            "append_if": "INSERT INTO {j} (id, seq, hash, line)"
+            " SELECT %(id)s, %(seq)s::int, %(hash)s, %(line)s"
+            " WHERE NOT EXISTS (SELECT 1 FROM {j} WHERE id = %(id)s AND seq >= %(seq)s::int)"
+            " AND CASE WHEN %(seq)s::int = 1"
+            " THEN EXISTS (SELECT 1 FROM {t} WHERE id = %(id)s AND etag = %(prev)s)"
+            " ELSE EXISTS (SELECT 1 FROM {j} WHERE id = %(id)s"
+            " AND seq = %(seq)s::int - 1 AND hash = %(prev)s) END",
         }
         return {
-            name: sql.SQL(text).format(t=self._ident, columns=columns, values=values, before=before)
+            name: sql.SQL(text).format(
+                t=self._ident,
+                j=self._journal,
+                columns=columns,
+                values=values,
+                before=before,
+                current=current,
+                size=size,
+                lines=lines,
+            )
             for name, text in statements.items()
         }
 
@@ -811,6 +1029,10 @@ def _one(cursor: Cursor) -> tuple[Any, ...]:
     row = cursor.fetchone()
     assert row is not None  # a SELECT without FROM returns one row
     return tuple(row)
+
+
+def _none(_cursor: Cursor) -> None:
+    return None
 
 
 def _identity_row(cursor: Cursor) -> tuple[object, ...]:
