@@ -15,6 +15,7 @@ times of the run there (they are never asserted).
 | no-op lock | ``lock`` does nothing (over the memory and the file backend) |
 | ignored max_bytes | ``read`` returns documents over ``max_bytes`` |
 | no write limit | the store writes sessions over ``max_bytes`` (a store, not a backend) |
+| no append limit | the store's appends add records past ``max_bytes`` (a store) |
 """
 
 from __future__ import annotations
@@ -36,10 +37,10 @@ from hypothesis import settings
 from hypothesis.stateful import run_state_machine_as_test
 
 from sessionstore import BackendSessionStore, SessionStoreError, StoredSession
+from sessionstore.appendlog import Target
 from sessionstore.backends.base import Backend, content_etag
 from sessionstore.backends.filesystem import FileSystemBackend
 from sessionstore.backends.memory import MemoryBackend
-from sessionstore.codec import encode
 from sessionstore.testing import StoreUnderTest
 from sessionstore.testing.concurrency import Sizes, check_concurrent_history
 from sessionstore.testing.conformance import (
@@ -243,18 +244,46 @@ def test_the_max_bytes_rule_catches_ignored_max_bytes() -> None:
 
 
 class NoWriteLimit(BackendSessionStore):
-    """A store that writes whatever size (issue 9, finding 6: sessionstore before 0.2)."""
+    """A store that writes whatever size (issue 9, finding 6: sessionstore before 0.2).
 
-    def _encode(self, session: StoredSession) -> bytes:
-        return encode(session)
+    Every write path (save, create, update, and the folds of appends) checks sizes
+    through ``_check_size``; appends that add a record line check ``Target.max_bytes``
+    (see ``NoAppendLimit``)."""
+
+    def _check_size(self, session: StoredSession, data: bytes) -> bytes:
+        return data
 
 
 def test_the_max_bytes_rule_catches_writes_that_ignore_max_bytes() -> None:
     with timed("max_bytes rule: NoWriteLimit"):
         violations = check_max_bytes(NoWriteLimit(MemoryBackend()))
-    refused_on_load = [v for v in violations if "its own load refuses it" in v]
-    for method in ("save", "save(if_match=)", "create", "update", "append_messages"):
-        assert any(v.startswith(f"{method} of ") for v in refused_on_load), violations
+    # append_messages loads what it wrote, so it raises after it wrote: a refusal
+    # that changed the session.
+    caught = [
+        v
+        for v in violations
+        if "its own load refuses it" in v or "refused, but the stored session changed" in v
+    ]
+    methods = ("save", "save(if_match=)", "create", "update", "append_messages", "append")
+    for method in (*methods, "append(key=)"):
+        assert any(v.startswith(f"{method} of ") for v in caught), violations
+
+
+class NoAppendLimit(BackendSessionStore):
+    """A store whose appends add record lines whatever the size: only a fold (a whole
+    snapshot) is held to ``max_bytes``."""
+
+    def _target(self, session_id: str) -> Target:
+        return Target(self.backend, session_id, 2**62, self._check_size)
+
+
+def test_the_max_bytes_rule_catches_records_that_grow_past_max_bytes() -> None:
+    with timed("max_bytes rule: NoAppendLimit"):
+        violations = check_max_bytes(NoAppendLimit(MemoryBackend()))
+    assert any(
+        "the records grew the session past max_bytes 4096), but its own load refuses it" in v
+        for v in violations
+    ), violations
 
 
 def test_the_concurrency_rule_catches_a_no_op_lock_over_memory() -> None:
