@@ -358,7 +358,9 @@ def test_the_appends_rule_passes_a_working_store() -> None:
     assert check_appends(BackendSessionStore(MemoryBackend()), key_memory=50) == []
 
 
-@pytest.mark.parametrize("store_class", [IgnoredKeys, CompactBySave], ids=lambda c: c.__name__)
+# IgnoredKeys is caught by the machine too, but in 12 to 165 s (shrinking): too slow
+# for CI; the appends and concurrency rules catch it in under 0.1 s.
+@pytest.mark.parametrize("store_class", [CompactBySave], ids=lambda c: c.__name__)
 def test_the_state_machine_catches_a_broken_append(store_class: type[BackendSessionStore]) -> None:
     name = f"{store_class.__name__}Machine"
     machine = make_state_machine(memory_store(store_class), name=name)
