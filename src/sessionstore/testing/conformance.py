@@ -48,6 +48,7 @@ from sessionstore.backends.base import Backend
 from sessionstore.codec import encode
 from sessionstore.errors import ConflictError, SessionNotFoundError, SessionWriteError
 from sessionstore.models import MAX_TOKENS, StoredSession
+from sessionstore.records import KEY_MEMORY
 from sessionstore.store import BackendSessionStore
 from sessionstore.testing import strategies as sst
 from sessionstore.testing.appends import NEVER_ISSUED_ETAG, check_appends
@@ -541,6 +542,17 @@ def concurrency_test(factory: StoreFactory, sizes: Sizes | None = None) -> Calla
     return test_concurrent_history_is_linearizable
 
 
+def _key_memory() -> int:
+    """``SESSIONSTORE_CONFORMANCE_KEYS``: keyed appends of the key-memory check (1000)."""
+    value = os.environ.get("SESSIONSTORE_CONFORMANCE_KEYS", "").strip()
+    if not value:
+        return KEY_MEMORY
+    if not value.isdigit() or int(value) < 1:
+        msg = f"SESSIONSTORE_CONFORMANCE_KEYS must be an integer of at least 1, not {value!r}"
+        raise ValueError(msg)
+    return int(value)
+
+
 def _timeout() -> float:
     return Sizes.from_environment().timeout
 
@@ -588,7 +600,7 @@ def appends_test(factory: StoreFactory) -> Callable[[], None]:
     def test_appends_keys_and_folds() -> None:
         subject = factory()
         try:
-            violations = check_appends(subject.store)
+            violations = check_appends(subject.store, key_memory=_key_memory())
             if not violations and subject.reopen is not None:
                 store = subject.reopen()
                 retry = store.append("append-keys", ["after reopen"], key="k1")
