@@ -1,5 +1,5 @@
 """The conformance suite's rules against every backend: concurrency, fork, max_bytes,
-two store objects, nested writes.
+appends (keys, if_match, folds), two store objects, nested writes.
 
 The state machine and the properties run in ``test_store_stateful.py`` and
 ``test_store_properties.py``; the subjects are defined there. PostgreSQL runs when
@@ -9,6 +9,7 @@ The state machine and the properties run in ``test_store_stateful.py`` and
 from __future__ import annotations
 
 from sessionstore.testing.conformance import (
+    appends_test,
     concurrency_test,
     fork_test,
     max_bytes_test,
@@ -37,3 +38,7 @@ test_two_stores_postgres = postgres_only(two_stores_test(postgres_kit_subject))
 test_nested_writes_file = nested_writes_test(file_subject)
 test_nested_writes_memory = nested_writes_test(memory_subject)
 test_nested_writes_postgres = postgres_only(nested_writes_test(postgres_kit_subject))
+
+test_appends_file = appends_test(file_subject)
+test_appends_memory = appends_test(memory_subject)
+test_appends_postgres = postgres_only(appends_test(postgres_kit_subject))

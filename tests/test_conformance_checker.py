@@ -238,3 +238,51 @@ def test_a_load_that_saw_a_version_never_written_is_rejected(
         history[index], outcome="ok", value=(*seen, "never-written"), count=len(seen) + 1
     )
     assert check_history(history) != []
+
+
+def keyed(
+    worker: str, call: int, ret: int, token: str, count: int, *, replayed: bool = False
+) -> Op:
+    """An ``append(key=token)`` that returned ``count`` messages."""
+    return Op(worker, "s", "keyed", token, call, ret, "ok", count=count, replayed=replayed)
+
+
+def test_a_keyed_append_and_its_replayed_retry_are_accepted() -> None:
+    history = [
+        keyed("w", 0, 1, "t1", 1),
+        keyed("w", 2, 3, "t1", 1, replayed=True),
+        op("w", "update", 4, 5, token="u1", value=("t1", "u1")),
+        keyed("w", 6, 7, "t1", 1, replayed=True),  # update keeps the keys
+        op("w", "save", 8, 9, token="s1"),
+        keyed("w", 10, 11, "t1", 2),  # a save forgets them: the retry appends
+        op(FINAL, "load", 12, 13, value=("s1", "t1")),
+    ]
+    assert check_history(history) == []
+
+
+def test_a_retry_that_appends_again_is_rejected() -> None:
+    history = [
+        keyed("w", 0, 1, "t1", 1),
+        keyed("w", 2, 3, "t1", 2),
+        op(FINAL, "load", 4, 5, value=("t1", "t1")),
+    ]
+    problems = check_history(history)
+    assert any("no order of its 3 calls" in p for p in problems), problems
+
+
+def test_a_replay_with_another_count_or_without_a_first_append_is_rejected() -> None:
+    wrong_count = [keyed("w", 0, 1, "t1", 1), keyed("w", 2, 3, "t1", 5, replayed=True)]
+    assert check_history(wrong_count) != []
+    never_appended = [keyed("w", 0, 1, "t1", 1, replayed=True)]
+    assert check_history(never_appended) != []
+
+
+def test_a_cas_forgets_the_keys_it_carried_over() -> None:
+    # cas is a save: the tokens stay, the keys go; a retry then appends a second t1.
+    history = [
+        keyed("w", 0, 1, "t1", 1),
+        op("w", "cas", 2, 3, token="c1", expected=("t1",)),
+        keyed("w", 4, 5, "t1", 3),
+        op(FINAL, "load", 6, 7, value=("t1", "c1", "t1")),
+    ]
+    assert check_history(history) == []

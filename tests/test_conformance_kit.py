@@ -135,6 +135,7 @@ def test_the_suite_class_holds_every_rule_and_runs() -> None:
     suite = conformance_suite(memory_subject, name="TestMemorySuite")
     tests = sorted(name for name in vars(suite) if name.startswith("test_"))
     assert tests == [
+        "test_appends_keys_and_folds",
         "test_concurrent_history_is_linearizable",
         "test_delete_idempotence",
         "test_fork_while_a_lock_is_held",
@@ -147,6 +148,7 @@ def test_the_suite_class_holds_every_rule_and_runs() -> None:
     instance = suite()
     instance.test_max_bytes_holds_on_every_write()
     instance.test_concurrent_history_is_linearizable()
+    instance.test_appends_keys_and_folds()
 
 
 def test_a_rule_skips_with_a_reason_when_the_subject_lacks_what_it_needs() -> None:

@@ -2,8 +2,8 @@
 
 ``check_concurrent_history``: threads (and, when the storage allows, processes) mix
 ``update``, plain ``save``, conditional ``save`` (``load_with_etag`` then
-``save(if_match=)``), ``create``, ``delete``, ``append_messages`` and ``load`` on a
-few shared ids; the recorded history is checked by
+``save(if_match=)``), ``create``, ``delete``, ``append_messages``, ``append`` with a
+key followed by its retry, and ``load`` on a few shared ids; the recorded history is checked by
 ``sessionstore.testing.linearizable``. It returns a list of violations (empty: the
 rule holds). Workers meet at barriers, never wait on a timer; the only timeouts are
 hang guards, reported as violations when they expire. The lock rules (fork, two
@@ -27,6 +27,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from typing import Any, TypeVar
 
+from sessionstore.appendlog import AppendResult
 from sessionstore.errors import ConflictError, SessionNotFoundError
 from sessionstore.models import StoredSession
 from sessionstore.store import BackendSessionStore
@@ -44,7 +45,8 @@ _WEIGHTS = {
     "create": 8,
     "cas": 20,
     "update": 20,
-    "append": 22,
+    "append": 12,
+    "keyed": 12,
     "delete": 10,
 }
 
@@ -181,6 +183,18 @@ class _Worker:
                 None,
                 lambda: store.append_messages(session_id, [token], input_tokens=1),
             )
+        elif kind == "keyed":
+            # The append, then its retry with the same key (as after a lost reply):
+            # the retry must replay the first result, or append if a save or delete
+            # came between them and forgot the key.
+            for _ in range(2):
+                self._call(
+                    session_id,
+                    "keyed",
+                    token,
+                    None,
+                    lambda: _keyed_append(store, session_id, token),
+                )
         elif kind == "delete":
             self._call(session_id, "delete", None, None, lambda: store.delete(session_id))
         else:
@@ -219,6 +233,7 @@ class _Worker:
         self.pending = Op(self.name, session_id, kind, token, call, call, "error", expected)
         value: tuple[str, ...] | None = None
         count: int | None = None
+        replayed: bool | None = None
         error: str | None = None
         try:
             result = action()
@@ -236,6 +251,8 @@ class _Worker:
                 outcome = "deleted" if result is True else "absent"
             if isinstance(result, StoredSession):
                 value, count = result.messages, result.input_tokens
+            if isinstance(result, AppendResult):
+                count, replayed = result.message_count, result.replayed
         self.history.append(
             Op(
                 self.name,
@@ -249,9 +266,18 @@ class _Worker:
                 value,
                 count,
                 error,
+                replayed,
             )
         )
         self.pending = None
+
+
+def _keyed_append(store: BackendSessionStore, session_id: str, token: str) -> AppendResult:
+    result = store.append(session_id, [token], input_tokens=1, key=token)
+    if result.input_tokens != result.message_count:
+        msg = f"append returned {result.message_count} messages but {result.input_tokens} tokens"
+        raise AssertionError(msg)
+    return result
 
 
 _T = TypeVar("_T")

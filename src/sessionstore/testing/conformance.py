@@ -19,8 +19,9 @@ Run all of it against your own ``Backend`` with one factory and one line::
 
 The pieces are also available one by one: ``make_state_machine(factory).TestCase``,
 ``round_trip_test``, ``delete_idempotence_test``, ``concurrency_test``, ``fork_test``,
-``max_bytes_test``, ``two_stores_test`` and ``nested_writes_test``. ``docs/testing-kit.md``
-says what each checks, what a backend must do to pass, and which settings to use.
+``max_bytes_test``, ``appends_test``, ``two_stores_test`` and ``nested_writes_test``.
+``docs/testing-kit.md`` says what each checks, what a backend must do to pass, and
+which settings to use.
 """
 
 from __future__ import annotations
@@ -42,12 +43,15 @@ from hypothesis.stateful import (
     run_state_machine_as_test,
 )
 
+from sessionstore.appendlog import AppendResult
 from sessionstore.backends.base import Backend
 from sessionstore.codec import encode
 from sessionstore.errors import ConflictError, SessionNotFoundError, SessionWriteError
 from sessionstore.models import MAX_TOKENS, StoredSession
+from sessionstore.records import KEY_MEMORY
 from sessionstore.store import BackendSessionStore
 from sessionstore.testing import strategies as sst
+from sessionstore.testing.appends import NEVER_ISSUED_ETAG, check_appends
 from sessionstore.testing.concurrency import Sizes, check_concurrent_history
 from sessionstore.testing.limits import check_max_bytes
 from sessionstore.testing.locks import (
@@ -62,6 +66,7 @@ __all__ = [
     "NEVER_ISSUED_ETAG",
     "StoreFactory",
     "StoreUnderTest",
+    "appends_test",
     "check_delete_idempotence",
     "check_round_trip",
     "concurrency_test",
@@ -77,9 +82,6 @@ __all__ = [
 
 IDS = st.sampled_from(["a", "b", "c-1", "D_2", "x" * 128])
 """A small id pool, so saves, loads and deletes collide."""
-
-NEVER_ISSUED_ETAG = "etag-that-no-store-issued"
-"""An ``if_match`` token no write returned: it must never match."""
 
 _TEXTS = st.sampled_from(["", "hi", "e\u0301t\u00e9", "\U0001f600", "\x00", "two\nlines"])
 _WHEN = st.sampled_from(
@@ -98,6 +100,9 @@ _SESSIONS = st.builds(
     updated_at=_WHEN,
     metadata=st.sampled_from([{}, {"k": "v"}, {"nested": {"list": [1, None, 2.5, "\u00e9"]}}]),
 )
+
+_KEYS = st.sampled_from([None, "k1", "k2"])
+"""Few keys, so that appends retry."""
 
 _OPS = st.lists(
     st.tuples(st.sampled_from(["save", "delete"]), st.sampled_from(["a", "b", "c"])),
@@ -129,6 +134,9 @@ class _ConformanceMachine(RuleBasedStateMachine):
         # content written by save or create.
         self.contents: dict[str, dict[str, bytes]] = {}
         self.saved: dict[str, dict[bytes, str]] = {}
+        # Per id: the append keys the store must remember, with what the first append
+        # returned (a save, create or delete forgets them; update and compact keep them).
+        self.keys: dict[str, dict[str, AppendResult]] = {}
 
     def _learn(self, session: StoredSession, etag: str, *, saved: bool) -> None:
         session_id = session.session_id
@@ -163,6 +171,7 @@ class _ConformanceMachine(RuleBasedStateMachine):
     def save(self, session: StoredSession) -> None:
         etag = self.store.save(session)
         self.model[session.session_id] = session
+        self.keys.pop(session.session_id, None)
         self._learn(session, etag, saved=True)
 
     @precondition(lambda self: bool(self.model))
@@ -170,6 +179,7 @@ class _ConformanceMachine(RuleBasedStateMachine):
     def save_the_same_content_again(self, data: st.DataObject) -> None:
         session = self.model[data.draw(st.sampled_from(sorted(self.model)), label="session_id")]
         self._learn(session, self.store.save(session), saved=True)
+        self.keys.pop(session.session_id, None)
 
     @rule(session=_SESSIONS)
     def create(self, session: StoredSession) -> None:
@@ -204,21 +214,13 @@ class _ConformanceMachine(RuleBasedStateMachine):
             return
         etag = self.store.save(session, if_match=self._current_etag(session_id))
         self.model[session_id] = session
+        self.keys.pop(session_id, None)
         self._learn(session, etag, saved=True)
 
     @rule(session=_SESSIONS, data=st.data())
     def save_if_match_stale(self, session: StoredSession, data: st.DataObject) -> None:
         session_id = session.session_id
-        current = self.model.get(session_id)
-        current_content = encode(current) if current is not None else None
-        # In the order they were seen, not sorted: etag values may differ from run to
-        # run (append_messages stamps the time), and Hypothesis replays draws by index.
-        stale = [
-            etag
-            for etag, content in self.contents.get(session_id, {}).items()
-            if content != current_content
-        ]
-        etag = data.draw(st.sampled_from([NEVER_ISSUED_ETAG, *stale]), label="stale etag")
+        etag = data.draw(st.sampled_from(self._stale_etags(session_id)), label="stale etag")
         with pytest.raises(ConflictError):
             self.store.save(session, if_match=etag)
 
@@ -230,7 +232,7 @@ class _ConformanceMachine(RuleBasedStateMachine):
     def append_messages(self, session_id: str, messages: list[str], tokens: int) -> None:
         current = self.model.get(session_id)
         if current is not None and current.input_tokens + tokens > MAX_TOKENS:
-            with pytest.raises(ValueError, match="input_tokens"):
+            with pytest.raises(ValueError, match="token"):
                 self.store.append_messages(session_id, messages, input_tokens=tokens)
             return
         new = self.store.append_messages(session_id, messages, input_tokens=tokens)
@@ -243,6 +245,100 @@ class _ConformanceMachine(RuleBasedStateMachine):
             assert new.metadata == current.metadata
         self.model[session_id] = new
         self.etags[session_id] = None
+
+    @rule(
+        session_id=IDS,
+        messages=st.lists(_TEXTS, max_size=2),
+        tokens=st.sampled_from([0, 2]),
+        key=_KEYS,
+        if_match=st.sampled_from(["none", "current", "stale"]),
+        data=st.data(),
+    )
+    def append(
+        self,
+        *,
+        session_id: str,
+        messages: list[str],
+        tokens: int,
+        key: str | None,
+        if_match: str,
+        data: st.DataObject,
+    ) -> None:
+        current = self.model.get(session_id)
+        etag: str | None = None
+        if if_match == "current" and current is not None:
+            etag = self._current_etag(session_id)
+        elif if_match != "none":
+            etag = data.draw(st.sampled_from(self._stale_etags(session_id)), label="stale etag")
+        first = self.keys.get(session_id, {}).get(key) if key is not None else None
+        if first is not None:
+            # A retry: replayed before if_match or the totals are looked at.
+            result = self.store.append(
+                session_id, messages, input_tokens=tokens, key=key, if_match=etag
+            )
+            assert result == replace(first, replayed=True), (
+                f"a retry of key {key!r} on {session_id!r} returned {result}; the first "
+                f"append returned {first}"
+            )
+            return
+        if etag is not None and (current is None or if_match != "current"):
+            with pytest.raises(ConflictError):
+                self.store.append(session_id, messages, input_tokens=tokens, key=key, if_match=etag)
+            return
+        if current is not None and current.input_tokens + tokens > MAX_TOKENS:
+            with pytest.raises(ValueError, match="token"):
+                self.store.append(session_id, messages, input_tokens=tokens, key=key, if_match=etag)
+            return
+        result = self.store.append(
+            session_id, messages, input_tokens=tokens, key=key, if_match=etag
+        )
+        loaded, loaded_etag = self.store.load_with_etag(session_id)
+        assert loaded_etag == result.etag, (
+            f"load_with_etag({session_id!r}) gives etag {loaded_etag!r}; the append returned "
+            f"{result.etag!r}"
+        )
+        before = current.messages if current is not None else ()
+        assert loaded.messages == before + tuple(messages)
+        assert loaded.input_tokens == tokens + (current.input_tokens if current else 0)
+        assert loaded.output_tokens == (current.output_tokens if current else 0)
+        totals = (len(loaded.messages), loaded.input_tokens, loaded.output_tokens)
+        assert not result.replayed, f"a new append to {session_id!r} returned replayed=True"
+        assert (result.message_count, result.input_tokens, result.output_tokens) == totals
+        if current is not None:
+            assert loaded.created_at == current.created_at
+            assert loaded.metadata == current.metadata
+        self.model[session_id] = loaded
+        self._learn(loaded, loaded_etag, saved=False)
+        if key is not None:
+            self.keys.setdefault(session_id, {})[key] = result
+
+    @rule(session_id=IDS)
+    def compact(self, session_id: str) -> None:
+        if session_id not in self.model:
+            with pytest.raises(SessionNotFoundError):
+                self.store.compact(session_id)
+            return
+        etag = self._current_etag(session_id)
+        assert self.store.compact(session_id) == etag, (
+            f"compact({session_id!r}) changed the etag {etag!r}; a fold changes no content"
+        )
+        session, after = self.store.load_with_etag(session_id)
+        assert session == self.model[session_id]
+        assert after == etag, f"after compact, load_with_etag({session_id!r}) gives {after!r}"
+
+    def _stale_etags(self, session_id: str) -> list[str]:
+        """Never-issued, then in the order seen (not sorted: etag values may differ
+        from run to run, and Hypothesis replays draws by index) those of other content."""
+        current = self.model.get(session_id)
+        current_content = encode(current) if current is not None else None
+        return [
+            NEVER_ISSUED_ETAG,
+            *(
+                etag
+                for etag, content in self.contents.get(session_id, {}).items()
+                if content != current_content
+            ),
+        ]
 
     @rule(session_id=IDS, message=_TEXTS)
     def update(self, session_id: str, message: str) -> None:
@@ -280,6 +376,7 @@ class _ConformanceMachine(RuleBasedStateMachine):
         )
         self.model.pop(session_id, None)
         self.etags.pop(session_id, None)
+        self.keys.pop(session_id, None)
 
     @rule(session_id=IDS)
     def exists(self, session_id: str) -> None:
@@ -445,6 +542,17 @@ def concurrency_test(factory: StoreFactory, sizes: Sizes | None = None) -> Calla
     return test_concurrent_history_is_linearizable
 
 
+def _key_memory() -> int:
+    """``SESSIONSTORE_CONFORMANCE_KEYS``: keyed appends of the key-memory check (1000)."""
+    value = os.environ.get("SESSIONSTORE_CONFORMANCE_KEYS", "").strip()
+    if not value:
+        return KEY_MEMORY
+    if not value.isdigit() or int(value) < 1:
+        msg = f"SESSIONSTORE_CONFORMANCE_KEYS must be an integer of at least 1, not {value!r}"
+        raise ValueError(msg)
+    return int(value)
+
+
 def _timeout() -> float:
     return Sizes.from_environment().timeout
 
@@ -481,6 +589,28 @@ def max_bytes_test(factory: StoreFactory) -> Callable[[], None]:
         assert not violations, _report("max_bytes", violations)
 
     return test_max_bytes_holds_on_every_write
+
+
+def appends_test(factory: StoreFactory) -> Callable[[], None]:
+    """A test: ``append`` round trip and totals, exactly-once keys (also across
+    ``compact`` and ``update``, and the latest 1000 of them), ``if_match`` across
+    ``append``, ``save`` and ``compact``, and ``compact`` keeping the session and its
+    etag (see ``appends.check_appends``); the session also loads after ``reopen``."""
+
+    def test_appends_keys_and_folds() -> None:
+        subject = factory()
+        try:
+            violations = check_appends(subject.store, key_memory=_key_memory())
+            if not violations and subject.reopen is not None:
+                store = subject.reopen()
+                retry = store.append("append-keys", ["after reopen"], key="k1")
+                if not retry.replayed:
+                    violations.append("key 'k1' of 'append-keys' was forgotten by reopen")
+        finally:
+            subject.close()
+        assert not violations, _report("appends", violations)
+
+    return test_appends_keys_and_folds
 
 
 def two_stores_test(factory: StoreFactory) -> Callable[[], None]:
@@ -523,7 +653,7 @@ def conformance_suite(
 
     Assign it to a name starting with ``Test`` in a test module. Its tests: the state
     machine, round trip, delete idempotence, concurrent history, fork, ``max_bytes``,
-    two store objects and nested writes.
+    appends (keys, ``if_match``, folds), two store objects and nested writes.
     """
     machine = make_state_machine(factory, name=f"{name}Machine")
     tests: dict[str, Callable[[], None]] = {
@@ -533,6 +663,7 @@ def conformance_suite(
         "test_concurrent_history_is_linearizable": concurrency_test(factory, sizes),
         "test_fork_while_a_lock_is_held": fork_test(factory),
         "test_max_bytes_holds_on_every_write": max_bytes_test(factory),
+        "test_appends_keys_and_folds": appends_test(factory),
         "test_two_store_objects_on_one_storage": two_stores_test(factory),
         "test_nested_writes_in_concurrent_updates": nested_writes_test(factory),
     }

@@ -2,7 +2,10 @@
 
 ``check_max_bytes`` returns violations (empty: the rule holds). It uses a copy of
 the store under test with a small ``max_bytes`` over the same backend, and builds
-sessions whose encoding has an exact size.
+sessions whose encoding has an exact size. ``max_bytes`` bounds the stored bytes:
+for an append, that is the snapshot plus its record lines, or, when a record no
+longer fits, the folded snapshot with its store line; ``append_stored_size`` gives
+the smaller of the two, which is what an append must fit in.
 """
 
 from __future__ import annotations
@@ -12,17 +15,23 @@ from collections.abc import Callable
 from dataclasses import replace
 from datetime import datetime, timezone
 
-from sessionstore.codec import encode
+from sessionstore.codec import decode_document, encode
 from sessionstore.errors import SessionNotFoundError, SessionTooLargeError
-from sessionstore.models import StoredSession
+from sessionstore.models import CURRENT_SCHEMA_VERSION, StoredSession
+from sessionstore.records import KeyResult, encode_record, encode_store_line, remember
 from sessionstore.store import BackendSessionStore
 
-__all__ = ["check_max_bytes", "sized_session"]
+__all__ = ["append_stored_size", "check_max_bytes", "sized_session"]
 
 _FIXED = datetime(2020, 1, 2, 3, 4, 5, 678901, tzinfo=timezone.utc)
-# append_messages sets updated_at to now: its encoding is 7 bytes shorter when the
+# An append sets updated_at to now: its encoding is 7 bytes shorter when the
 # microseconds happen to be 0, so appends aim this far from the limit.
 _CLOCK_SLACK = 8
+_APPENDS = ("append_messages", "append", "append(key=)")
+# A 32-hex-digit etag: every etag the store writes into a record or store line has
+# this length, so sizes computed with it are exact.
+_SOME_ETAG = "0" * 32
+_TIMESTAMP = "2020-01-02T03:04:05.678901+00:00"
 
 
 def sized_session(session_id: str, size: int, *, prefix: tuple[str, ...] = ()) -> StoredSession:
@@ -49,14 +58,17 @@ def check_max_bytes(store: BackendSessionStore, limit: int = 4096) -> list[str]:
     """Every write method refuses a session over ``max_bytes`` and accepts one at it.
 
     With a copy of ``store`` whose ``max_bytes`` is ``limit`` (over the same backend):
-    ``save``, ``save(if_match=)``, ``create``, ``update`` and ``append_messages`` each
-    raise ``SessionTooLargeError`` for a result one byte over the limit (appends: a few
-    bytes, see ``_CLOCK_SLACK``) and leave the stored session as it was; each accepts a
-    result at the limit and loads it back equal. Whatever a write acknowledges must
-    load. A document stored through ``store`` (its own, larger limit) that is over
-    ``limit`` is refused by the copy's ``load`` and ``load_with_etag`` with
-    ``SessionTooLargeError``, still ``exists`` and is listed, and an append to it
-    through the copy raises rather than replacing it.
+    ``save``, ``save(if_match=)``, ``create``, ``update``, ``append_messages``,
+    ``append`` and ``append(key=)`` each raise ``SessionTooLargeError`` for a result one
+    byte over the limit (appends: a few bytes over the smallest form the result can be
+    stored in, see ``append_stored_size`` and ``_CLOCK_SLACK``) and leave the stored
+    session as it was; each accepts a result at the limit and loads it back equal.
+    Whatever a write acknowledges must load. A session grown by small keyed appends
+    (record lines, then folds) stays loadable until an append is refused, which
+    changes nothing. A document stored through ``store`` (its own, larger limit) that
+    is over ``limit`` is refused by the copy's ``load`` and ``load_with_etag`` with
+    ``SessionTooLargeError``, still ``exists`` and is listed, and ``append_messages``
+    or ``append`` to it through the copy raises rather than replacing it.
     """
     small = copy.copy(store)
     small.max_bytes = limit
@@ -66,14 +78,16 @@ def check_max_bytes(store: BackendSessionStore, limit: int = 4096) -> list[str]:
         "save(if_match=)": lambda sid, size: _saved_if_match(small, sized_session(sid, size)),
         "create": lambda sid, size: _created(small, sized_session(sid, size)),
         "update": lambda sid, size: small.update(sid, lambda _: sized_session(sid, size)),
-        "append_messages": lambda sid, size: _appended(small, sid, size),
+        "append_messages": lambda sid, size: _appended(small, sid, size, "append_messages"),
+        "append": lambda sid, size: _appended(small, sid, size, "append"),
+        "append(key=)": lambda sid, size: _appended(small, sid, size, "append(key=)"),
     }
     for number, (method, write) in enumerate(writes.items()):
         session_id = f"limit-{number}"
         if method != "create":
             store.save(sized_session(session_id, limit // 2))
         over, under = limit + 1, limit
-        if method == "append_messages":
+        if method in _APPENDS:
             over, under = limit + _CLOCK_SLACK, limit - _CLOCK_SLACK
         for size, refused in ((over, True), (under, False)):
             violations += _one_write(
@@ -86,7 +100,42 @@ def check_max_bytes(store: BackendSessionStore, limit: int = 4096) -> list[str]:
                 refused=refused,
             )
     violations += _stored_over_limit(small, store, limit)
+    violations += _growing_by_records(small, limit)
     return violations
+
+
+def append_stored_size(
+    store: BackendSessionStore, session_id: str, message: str, *, key: str | None = None
+) -> int:
+    """The fewest bytes ``store`` can hold ``session_id`` in after appending ``message``
+    (with ``key``): the stored bytes plus one record line, or the folded snapshot with
+    its store line, whichever is smaller. Exact up to ``updated_at`` (``_CLOCK_SLACK``).
+    """
+    data = store.backend.read(session_id, max_bytes=2**62)
+    assert data is not None, f"{session_id!r} must exist"
+    decoded = decode_document(data, session_id=session_id)
+    current = decoded.session
+    count = len(current.messages) + 1
+    line, _ = encode_record(
+        seq=decoded.records + 1,
+        prev=_SOME_ETAG,
+        key=key,
+        messages=(message,),
+        message_count=count,
+        input_tokens=current.input_tokens,
+        output_tokens=current.output_tokens,
+        updated_at=_TIMESTAMP,
+    )
+    as_record = len(data) - decoded.torn_bytes + len(line)
+    if decoded.source_version != CURRENT_SCHEMA_VERSION:
+        as_record = 2**62  # an older version folds on its first append
+    keys = dict(decoded.keys)
+    if key is not None:
+        result = KeyResult(_SOME_ETAG, count, current.input_tokens, current.output_tokens)
+        remember(keys, key, result)
+    folded = replace(current, messages=(*current.messages, message), updated_at=_FIXED)
+    as_snapshot = len(encode(folded, store_line=encode_store_line(_SOME_ETAG, keys)))
+    return min(as_record, as_snapshot)
 
 
 def _saved(store: BackendSessionStore, session: StoredSession) -> StoredSession:
@@ -106,12 +155,18 @@ def _created(store: BackendSessionStore, session: StoredSession) -> StoredSessio
     return session
 
 
-def _appended(store: BackendSessionStore, session_id: str, size: int) -> StoredSession:
-    """Append one message so that the result encodes to about ``size`` bytes."""
+def _appended(store: BackendSessionStore, session_id: str, size: int, method: str) -> StoredSession:
+    """Append one message with ``method`` so that the result can be stored in about
+    ``size`` bytes (``append_stored_size``); return the session expected, whose
+    ``updated_at`` the store sets (compared without it)."""
     current = store.load(session_id)
-    probe = replace(current, messages=(*current.messages, ""), updated_at=_FIXED)
-    padding = size - len(encode(probe))
-    return store.append_messages(session_id, ["y" * padding])
+    key = f"key-{size}" if method == "append(key=)" else None
+    padding = size - append_stored_size(store, session_id, "", key=key)
+    message = "y" * padding
+    if method == "append_messages":
+        return store.append_messages(session_id, [message])
+    store.append(session_id, [message], key=key)
+    return replace(current, messages=(*current.messages, message), updated_at=None)
 
 
 def _state(store: BackendSessionStore, session_id: str) -> StoredSession | None:
@@ -151,6 +206,8 @@ def _one_write(
     problems = []
     if refused:
         problems.append(f"{what} was acknowledged; it must raise SessionTooLargeError")
+    if written.updated_at is None:  # an append: the store chose the time
+        loaded = replace(loaded, updated_at=None)
     if loaded != written:
         problems.append(f"{what} returned, but the session loads back different")
     return problems
@@ -190,6 +247,56 @@ def _stored_over_limit(
         )
     else:
         problems.append(f"append_messages to {session_id!r} over max_bytes was acknowledged")
+    try:
+        small.append(session_id, ["more"], key="more")
+    except SessionTooLargeError:
+        pass
+    except Exception as exc:  # a wrong error is a finding
+        problems.append(
+            f"append to {session_id!r} over max_bytes raised {type(exc).__name__}: "
+            f"{exc}, not SessionTooLargeError"
+        )
+    else:
+        problems.append(f"append to {session_id!r} over max_bytes was acknowledged")
     if big.load(session_id) != sized_session(session_id, limit + 1):
         problems.append(f"{session_id!r} over max_bytes was changed by a refused write")
     return problems
+
+
+def _growing_by_records(small: BackendSessionStore, limit: int) -> list[str]:
+    """Small keyed appends through ``small`` until one is refused: the file grows by
+    record lines, then (when a record no longer fits) by folds. Every acknowledged
+    append must load with all the messages so far; the refused one must change
+    nothing; and one must be refused before the session's messages alone pass the
+    limit."""
+    session_id = "limit-records"
+    messages: list[str] = []
+    for number in range(limit // 32):
+        message = f"{number:04d}" + "z" * 60
+        what = f"append #{number + 1} of {len(message)} characters to {session_id!r}"
+        try:
+            small.append(session_id, [message], key=f"k{number}")
+        except SessionTooLargeError:
+            try:
+                after = small.load(session_id).messages
+            except Exception as exc:  # a wrong error is a finding
+                return [f"{what} was refused, then the load raised {type(exc).__name__}: {exc}"]
+            if after != tuple(messages):
+                return [f"{what} was refused, but the stored session changed"]
+            return []
+        except Exception as exc:  # a wrong error is a finding
+            return [f"{what} raised {type(exc).__name__}: {exc}, not SessionTooLargeError"]
+        messages.append(message)
+        try:
+            loaded = small.load(session_id).messages
+        except SessionTooLargeError as exc:
+            return [
+                f"{what} was acknowledged (the records grew the session past max_bytes "
+                f"{limit}), but its own load refuses it: {exc}"
+            ]
+        if loaded != tuple(messages):
+            return [f"{what} was acknowledged, but the session loads back different"]
+    return [
+        f"{len(messages)} appends of {len(messages[0])} characters to {session_id!r} were all "
+        f"acknowledged under max_bytes {limit}: the session cannot hold them"
+    ]

@@ -34,13 +34,36 @@ from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-__all__ = ["FINAL", "KINDS", "OUTCOMES", "Op", "State", "check_history", "describe"]
+__all__ = [
+    "FINAL",
+    "KEY_MEMORY",
+    "KINDS",
+    "OUTCOMES",
+    "Keys",
+    "Model",
+    "Op",
+    "State",
+    "check_history",
+    "describe",
+]
 
 State = tuple[str, ...] | None
 """The tokens of a session, oldest first, or ``None`` when it does not exist."""
 
-KINDS = ("load", "save", "create", "cas", "update", "append", "delete")
-"""``cas`` is ``save(session, if_match=etag)`` with the etag of an earlier load."""
+KINDS = ("load", "save", "create", "cas", "update", "append", "keyed", "delete")
+"""``cas`` is ``save(session, if_match=etag)`` with the etag of an earlier load;
+``append`` is ``append_messages``; ``keyed`` is ``append(key=token)``, whose result
+is a count (``message_count``) and ``replayed``, not the session."""
+
+KEY_MEMORY = 1000
+"""How many keys of a session the model remembers (``records.KEY_MEMORY``)."""
+
+Keys = tuple[tuple[str, int], ...]
+"""The keys a session remembers, oldest first, each with the count its append returned."""
+
+Model = tuple[State, Keys]
+"""A session's state and keys: ``save``, ``create``, ``cas`` and ``delete`` forget the
+keys; ``update``, ``append`` and ``keyed`` keep them."""
 
 OUTCOMES = ("ok", "absent", "conflict", "deleted", "error")
 """``absent``: ``SessionNotFoundError`` (load, update) or ``delete`` returned False;
@@ -76,6 +99,8 @@ class Op:
     value: tuple[str, ...] | None = None
     count: int | None = None
     error: str | None = None
+    replayed: bool | None = None
+    """For ``keyed``: whether the store said it replayed an earlier append of the key."""
 
 
 def describe(op: Op, origin: int = 0) -> str:
@@ -88,6 +113,8 @@ def describe(op: Op, origin: int = 0) -> str:
     result = op.outcome
     if op.value is not None:
         result += f" {list(op.value)}"
+    if op.kind == "keyed" and op.outcome == "ok":
+        result += f" count {op.count}" + (" replayed" if op.replayed else "")
     if op.error is not None:
         result += f" ({op.error})"
     start = (op.call - origin) / 1e6
@@ -166,6 +193,7 @@ def _observed(op: Op) -> bool:
 def _direct_checks(ops: Sequence[Op], origin: int) -> list[str]:
     problems: list[str] = []
     written = {op.token: op for op in ops if op.token is not None}
+    keyed = {op.token for op in ops if op.kind == "keyed"}
     for op in filter(_observed, ops):
         assert op.value is not None
         if op.count != len(op.value):
@@ -175,7 +203,9 @@ def _direct_checks(ops: Sequence[Op], origin: int) -> list[str]:
             )
         seen: set[str] = set()
         for token in op.value:
-            if token in seen:
+            # A keyed append's retry appends its token again, rightly, when a save
+            # (a cas keeps the tokens) forgot the key between them: the search decides.
+            if token in seen and token not in keyed:
                 problems.append(f"token {token!r} appears twice: {describe(op, origin)}")
             seen.add(token)
             if token not in written:
@@ -185,7 +215,7 @@ def _direct_checks(ops: Sequence[Op], origin: int) -> list[str]:
     return problems
 
 
-_ACKED_APPENDS = ("append", "update", "cas")
+_ACKED_APPENDS = ("append", "keyed", "update", "cas")
 _RESETS = ("save", "delete")
 
 
@@ -250,53 +280,74 @@ def _resurrections(ops: Sequence[Op], written: dict[str, Op], origin: int) -> li
 # -- the exact search ---------------------------------------------------------------
 
 
-def _steps(state: State, op: Op) -> list[State]:
-    """The states ``op`` can leave when applied to ``state`` with its observed result."""
+def _remember(keys: Keys, key: str, count: int) -> Keys:
+    kept = (*tuple(item for item in keys if item[0] != key), (key, count))
+    return kept[-KEY_MEMORY:]
+
+
+def _steps(model: Model, op: Op) -> list[Model]:
+    """The models ``op`` can leave when applied to ``model`` with its observed result."""
     if op.outcome == "error":
         # Unknown outcome: no effect, or the effect of a success.
-        return [state, *(effect for effect in _effects(state, op) if effect != state)]
+        return [model, *(effect for effect in _effects(model, op) if effect != model)]
+    state, keys = model
     kind, outcome = op.kind, op.outcome
+    token = op.token or ""
     if kind == "load":
         ok = (state is None) if outcome == "absent" else (state == op.value)
-        return [state] if ok else []
+        return [model] if ok else []
     if kind == "save":
-        return [(op.token or "",)]
+        return [((token,), ())]
     if kind == "create":
         if outcome == "ok":
-            return [(op.token or "",)] if state is None else []
-        return [state] if state is not None else []
+            return [((token,), ())] if state is None else []
+        return [model] if state is not None else []
     if kind == "cas":
         if outcome == "ok":
-            return [(*(op.expected or ()), op.token or "")] if state == op.expected else []
-        return [state] if state != op.expected else []
+            return [((*(op.expected or ()), token), ())] if state == op.expected else []
+        return [model] if state != op.expected else []
     if kind == "update":
         if outcome == "absent":
-            return [state] if state is None else []
-        new = None if state is None else (*state, op.token or "")
-        return [new] if new is not None and new == op.value else []
+            return [model] if state is None else []
+        new = None if state is None else (*state, token)
+        return [(new, keys)] if new is not None and new == op.value else []
     if kind == "append":
-        new = (*(state or ()), op.token or "")
-        return [new] if new == op.value else []
+        new = (*(state or ()), token)
+        return [(new, keys)] if new == op.value else []
+    if kind == "keyed":
+        first = dict(keys).get(token)
+        if first is not None:
+            return [model] if op.replayed and op.count == first else []
+        new = (*(state or ()), token)
+        if op.replayed or op.count != len(new):
+            return []
+        return [(new, _remember(keys, token, len(new)))]
     if kind == "delete":
         ok = (state is None) if outcome == "absent" else (state is not None)
-        return [None] if ok else []
+        return [(None, ())] if ok else []
     return []
 
 
-def _effects(state: State, op: Op) -> list[State]:
+def _effects(model: Model, op: Op) -> list[Model]:
+    state, keys = model
     token = op.token or ""
     if op.kind == "save":
-        return [(token,)]
+        return [((token,), ())]
     if op.kind == "create":
-        return [(token,)] if state is None else []
+        return [((token,), ())] if state is None else []
     if op.kind == "cas":
-        return [(*(op.expected or ()), token)] if state == op.expected else []
+        return [((*(op.expected or ()), token), ())] if state == op.expected else []
     if op.kind == "update":
-        return [(*state, token)] if state is not None else []
+        return [((*state, token), keys)] if state is not None else []
     if op.kind == "append":
-        return [(*(state or ()), token)]
+        return [((*(state or ()), token), keys)]
+    if op.kind == "keyed":
+        if token in dict(keys):
+            return []
+        new = (*(state or ()), token)
+        return [(new, _remember(keys, token, len(new)))]
     if op.kind == "delete":
-        return [None]
+        return [(None, ())]
     return []
 
 
@@ -319,7 +370,7 @@ def _search(ops: Sequence[Op]) -> tuple[int, int, Op | None]:
             required |= 1 << index
     total = required.bit_count()
     best, best_mask = -1, 0
-    start: tuple[int, State] = (0, None)
+    start: tuple[int, Model] = (0, (None, ()))
     seen = {start}
     stack = [start]
     while stack:
@@ -333,7 +384,7 @@ def _search(ops: Sequence[Op]) -> tuple[int, int, Op | None]:
             return total, total, None
         deadline = next((rets[i] for i in by_return if not done >> i & 1), math.inf)
         first = (~done & (done + 1)).bit_length() - 1  # the earliest call not placed yet
-        candidates: list[tuple[int, State]] = []
+        candidates: list[tuple[int, Model]] = []
         for index in range(first, len(ordered)):
             if calls[index] > deadline:
                 break
