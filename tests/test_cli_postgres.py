@@ -23,7 +23,6 @@ from sessionstore import (
 from sessionstore.backends.base import content_etag
 from sessionstore.backends.postgres import PostgresBackend
 from sessionstore.cli import main
-from sessionstore.models import CURRENT_SCHEMA_VERSION
 from sessionstore.postgres import PostgresSessionStore
 from tests.pg import DSN, requires_postgres, unique_table
 

@@ -19,6 +19,7 @@ and the append keys remembered so far, so retries stay exactly-once across folds
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -322,7 +323,14 @@ def remember(keys: dict[str, KeyResult], key: str, result: KeyResult) -> None:
 
 
 def parse_store_line(text: bytes) -> dict[str, Any]:
-    """The store line's object; raises ``RecordError`` unless it is what a fold writes."""
+    """The store line's object (shared between calls with the same line: do not change
+    it); raises ``RecordError`` unless it is what a fold writes. A session's store line
+    changes only when it is folded, so the last few are remembered, checked once."""
+    return _parse_store_line(text)
+
+
+@functools.lru_cache(maxsize=16)
+def _parse_store_line(text: bytes) -> dict[str, Any]:
     try:
         store = orjson.loads(text)
     except orjson.JSONDecodeError:
