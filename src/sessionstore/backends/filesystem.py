@@ -301,6 +301,11 @@ class FileSystemBackend:
         try:
             sync_data(fd)
         except OSError as exc:
+            # The kernel may have dropped the unflushed pages and will not report it
+            # again: take the record back off, so that a retry with the same key writes
+            # and flushes it anew instead of replaying bytes that never reached the disk.
+            with contextlib.suppress(OSError):
+                os.ftruncate(fd, keep)
             raise CommitUnknownError(
                 f"session {session_id!r}: appended to {path} but could not flush it "
                 f"({exc.strerror or exc}); the append may not survive a crash: retry it "
