@@ -412,20 +412,20 @@ def torn_tail_violations(folder: Path) -> list[str]:
 def damaged_record_violations(folder: Path) -> list[str]:
     """A damaged, dropped, duplicated or reordered middle record is never dropped
     silently: ``load`` raises ``CorruptSessionError``."""
-    store = _session_with_records(folder, records=4)
+    store = _session_with_records(folder, records=4)  # a snapshot, then 3 records
     path = folder / "s.json"
     data = path.read_bytes()
     snapshot_end = data.index(b"\n}\n") + 3
-    lines = data[snapshot_end:].splitlines(keepends=True)
     head = data[:snapshot_end]
-    flipped = bytearray(lines[1])
-    flipped[lines[1].index(b"a 1") + 2] ^= 0x01
+    one, two, three = data[snapshot_end:].splitlines(keepends=True)
+    flipped = bytearray(two)
+    flipped[two.index(b"a 2") + 2] ^= 0x01
     damages = {
-        "a bit flip in record 2": head + lines[0] + bytes(flipped) + b"".join(lines[2:]),
-        "record 2 dropped": head + lines[0] + b"".join(lines[2:]),
-        "record 2 twice": head + b"".join(lines[:2]) + b"".join(lines[1:]),
-        "records 2 and 3 swapped": head + lines[0] + lines[2] + lines[1] + lines[3],
-        "garbage line in the middle": head + lines[0] + b"garbage\n" + b"".join(lines[1:]),
+        "a bit flip in the middle record": head + one + bytes(flipped) + three,
+        "the middle record dropped": head + one + three,
+        "the middle record twice": head + one + two + two + three,
+        "the last two records swapped": head + one + three + two,
+        "a garbage line in the middle": head + one + b"garbage\n" + two + three,
     }
     problems = []
     for name, damaged in damages.items():
