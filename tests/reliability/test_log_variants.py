@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from sessionstore import appendlog, codec, store
+from sessionstore import appendlog, codec, records, store
 from sessionstore.appendlog import Append, AppendResult, Target
 from sessionstore.backends import filesystem
 from sessionstore.codec import encode
@@ -47,7 +47,7 @@ def _torn_tail_kept(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def _damaged_record_dropped(monkeypatch: pytest.MonkeyPatch) -> None:
-    real = codec.read_chain
+    real = records.read_chain
 
     def variant(
         layout: Layout, *, snapshot_etag: str, message_count: int, remembered: dict[str, KeyResult]
