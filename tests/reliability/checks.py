@@ -273,22 +273,29 @@ def _check_trace(folder: Path, calls: list[Call], temps: list[str]) -> list[str]
 # --- lost updates ----------------------------------------------------------------
 
 
-def _appender(folder: str, writer: int, count: int) -> None:
+def _appender(folder: str, writer: int, count: int, payload: int) -> None:
     store = SessionStore(folder)
     for i in range(count):
         store.append_messages(
-            "shared", [f"w{writer}-{i}"], input_tokens=writer + 1, output_tokens=1
+            "shared", [f"w{writer}-{i}" + " " * payload], input_tokens=writer + 1, output_tokens=1
         )
 
 
-def lost_update_violations(folder: Path, writers: int, per_writer: int) -> list[str]:
-    """``writers`` processes append ``per_writer`` messages each to one session."""
+def lost_update_violations(
+    folder: Path, writers: int, per_writer: int, *, payload: int = 0
+) -> list[str]:
+    """``writers`` processes append ``per_writer`` messages each to one session.
+
+    With ``payload`` bytes of filler per message the records pass the fold threshold
+    every few appends, so folds replace the file while other writers wait (appends
+    alone never replace it)."""
     SessionStore(folder).save(
         StoredSession(session_id="shared", messages=(), input_tokens=0, output_tokens=0)
     )
     context = multiprocessing.get_context("fork")
     procs = [
-        context.Process(target=_appender, args=(str(folder), w, per_writer)) for w in range(writers)
+        context.Process(target=_appender, args=(str(folder), w, per_writer, payload))
+        for w in range(writers)
     ]
     for proc in procs:
         proc.start()
@@ -302,7 +309,7 @@ def lost_update_violations(folder: Path, writers: int, per_writer: int) -> list[
     if len(session.messages) != writers * per_writer:
         problems.append(f"{len(session.messages)} messages, expected {writers * per_writer}")
     for w in range(writers):
-        mine = [m for m in session.messages if m.startswith(f"w{w}-")]
+        mine = [m.rstrip() for m in session.messages if m.startswith(f"w{w}-")]
         if mine != [f"w{w}-{i}" for i in range(len(mine))]:
             problems.append(f"writer {w}'s messages out of order")
     expected_in = sum((w + 1) * per_writer for w in range(writers))

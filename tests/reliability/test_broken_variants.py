@@ -224,7 +224,7 @@ VARIANTS: dict[str, tuple[Variant, str]] = {
 CHECKS: dict[str, Callable[[Path], list[str]]] = {
     "crash": lambda folder: crash_violations(folder, 200, seed=7, payload=4000).violations,
     "recipe": recipe_violations,
-    "lost updates": lambda folder: lost_update_violations(folder, 4, 30),
+    "lost updates": lambda folder: lost_update_violations(folder, 4, 30, payload=2000),
     "create race": create_race_violations,
     "max_bytes": max_bytes_violations,
     "grown file": grown_file_violations,

@@ -90,9 +90,10 @@ def test_random_byte_flips_never_escape_as_undocumented_errors(tmp_path: Path) -
         ("utf-16 BOM", b"\xff\xfe" + encode(SESSION)),
         ("NaN", encode(SESSION).replace(b'"input_tokens": 12', b'"input_tokens": NaN')),
         ("Infinity", encode(SESSION).replace(b"2.5", b"Infinity")),
-        ("trailing garbage", encode(SESSION) + b"garbage"),
+        # A complete line after a current snapshot must be an intact record.
+        ("trailing garbage", encode(SESSION) + b"garbage\n"),
         ("second document", encode(SESSION) + encode(SESSION)),
-        ("NUL byte", encode(SESSION) + b"\x00"),
+        ("NUL byte", encode(SESSION) + b"\x00\n"),
         ("empty file", b""),
         ("only whitespace", b" \n\t "),
         ("a list", b"[]"),
@@ -104,13 +105,25 @@ def test_random_byte_flips_never_escape_as_undocumented_errors(tmp_path: Path) -
         ("version as string", b'{"schema_version": "2"}'),
         ("version bool", b'{"schema_version": true}'),
         ("version 0", b'{"schema_version": 0}'),
-        ("version from the future", b'{"schema_version": 3}'),
+        ("version from the future", b'{"schema_version": 4}'),
     ],
 )
 def test_named_corruptions_are_refused(tmp_path: Path, label: str, data: bytes) -> None:
     store = SessionStore(tmp_path)
     assert _attempt(store, tmp_path / "victim.json", data) is None, label
     record("corrupt files: named corruptions", 1)
+
+
+@pytest.mark.parametrize("tail", [b"garbage", b"\x00", b'{"seq":1,"prev":"', b"\x00" * 4096])
+def test_bytes_without_a_newline_after_a_snapshot_are_a_torn_tail(
+    tmp_path: Path, tail: bytes
+) -> None:
+    # An append that never finished (no newline yet) was never acknowledged: the
+    # session loads as it was, and the load changes nothing.
+    assert _attempt(SessionStore(tmp_path), tmp_path / "victim.json", encode(SESSION) + tail) == (
+        SESSION
+    )
+    record("corrupt files: torn tails after a snapshot, ignored", 1)
 
 
 @pytest.mark.parametrize("key", ["session_id", "messages", "input_tokens", "schema_version"])

@@ -68,11 +68,13 @@ class Fault:
 
 
 @contextmanager
-def injected(fault: Fault) -> Iterator[list[tuple[str, tuple[Any, ...], bool]]]:
-    """Patch the os functions of ``SAVE_CALLS``; yield the log of (name, args, failed)."""
+def injected(
+    fault: Fault, names: tuple[str, ...] = SAVE_CALLS
+) -> Iterator[list[tuple[str, tuple[Any, ...], bool]]]:
+    """Patch the os functions ``names``; yield the log of (name, args, failed)."""
     log: list[tuple[str, tuple[Any, ...], bool]] = []
     patches = []
-    for name in SAVE_CALLS:
+    for name in names:
         original = getattr(os, name)
 
         def wrapper(*args: Any, _name: str = name, _original: Any = original, **kw: Any) -> Any:

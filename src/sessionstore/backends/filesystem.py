@@ -199,7 +199,7 @@ class FileSystemBackend:
         except OSError as exc:
             raise self._read_error(session_id, path, exc) from exc
         finally:
-            os.close(fd)
+            _close_quietly(fd)
         if len(data) > max_bytes:
             # The file grew after fstat; still refuse rather than read on.
             raise _too_large(session_id, path, len(data), max_bytes)
@@ -231,7 +231,7 @@ class FileSystemBackend:
         except OSError as exc:
             raise self._read_error(session_id, path, exc) from exc
         finally:
-            os.close(fd)
+            _close_quietly(fd)
         return FileTail(size, (info.st_dev, info.st_ino), head, data, offset)
 
     def append_record(
@@ -253,7 +253,7 @@ class FileSystemBackend:
             try:
                 self._append(session_id, path, fd, line, identity=identity, size=size, keep=keep)
             finally:
-                os.close(fd)
+                _close_quietly(fd)
 
     def _append(
         self,
@@ -301,6 +301,11 @@ class FileSystemBackend:
         try:
             sync_data(fd)
         except OSError as exc:
+            # The kernel may have dropped the unflushed pages and will not report it
+            # again: take the record back off, so that a retry with the same key writes
+            # and flushes it anew instead of replaying bytes that never reached the disk.
+            with contextlib.suppress(OSError):
+                os.ftruncate(fd, keep)
             raise CommitUnknownError(
                 f"session {session_id!r}: appended to {path} but could not flush it "
                 f"({exc.strerror or exc}); the append may not survive a crash: retry it "
@@ -1066,6 +1071,14 @@ def _free_name(base: str, dir_fd: int) -> str:
             return target
         counter += 1
         target = f"{base}.{counter}"
+
+
+def _close_quietly(fd: int) -> None:
+    """Close a descriptor nothing was written through, or whose writes were flushed
+    (or failed, and that error is the one reported): Linux frees it even when
+    ``close()`` reports an error, and nothing is left to lose."""
+    with contextlib.suppress(OSError):
+        os.close(fd)
 
 
 def _too_large(session_id: str, path: Path, size: int, max_bytes: int) -> SessionTooLargeError:
