@@ -454,11 +454,13 @@ def test_a_failed_flush_is_commit_unknown_naming_the_etag_and_a_keyed_retry_is_o
     with pytest.raises(CommitUnknownError) as info:
         files.append("s", ["c"], key="turn-3")
     monkeypatch.undo()
-    # The record was written (only its flush failed): the error names the etag it has.
-    assert info.value.etag == files.load_with_etag("s")[1]
+    # The unflushed record was cut back off (a retry must write and flush it again);
+    # the error names the etag the session would have had, had it survived a crash.
+    assert info.value.etag is not None
+    assert files.load("s").messages == ("a", "b")
     again = files.append("s", ["c"], key="turn-3")
-    assert again.replayed
-    assert again.etag == info.value.etag
+    assert not again.replayed
+    assert files.append("s", ["c"], key="turn-3").replayed
     assert files.load("s").messages == ("a", "b", "c")
 
 
@@ -483,3 +485,39 @@ def test_a_short_or_failed_write_appends_nothing(
     assert not isinstance(info.value, CommitUnknownError)
     assert file_of(files, "s").read_bytes() == before
     assert files.load("s").messages == ("a", "b")
+
+
+def test_a_damaged_folded_snapshot_is_refused(files: SessionStore) -> None:
+    # A fold records the digest of the snapshot it wrote: damage to it is noticed,
+    # as damage to a snapshot that records chain to is.
+    files.append("s", ["message one"], key="k")
+    files.append("s", ["message two"])
+    files.compact("s")
+    path = file_of(files, "s")
+    data = path.read_bytes()
+    path.write_bytes(data.replace(b"message one", b"message 0ne"))
+    with pytest.raises(CorruptSessionError, match="digest"):
+        files.load("s")
+
+
+def test_compact_of_an_older_version_keeps_its_etag(files: SessionStore) -> None:
+    path = file_of(files, "old")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(
+        '{"session_id": "old", "messages": ["a"], "input_tokens": 1, "output_tokens": 2}'
+    )
+    session, etag = files.load_with_etag("old")
+    assert files.compact("old") == etag
+    assert files.load_with_etag("old") == (session, etag)
+    files.save(session, if_match=etag)
+
+
+def test_append_messages_to_a_damaged_session_writes_nothing(files: SessionStore) -> None:
+    path, data, _ = _file_with_records(files, 3)
+    damaged = data.replace(b'"r1"', b'"rX"')
+    path.write_bytes(damaged)
+    with pytest.raises(CorruptSessionError):
+        files.append_messages("s", ["more"])
+    with pytest.raises(CorruptSessionError):
+        files.append("s", ["more"])
+    assert path.read_bytes() == damaged

@@ -34,7 +34,7 @@ import orjson
 from xxhash import xxh3_128_hexdigest
 
 from sessionstore.backends.base import Backend
-from sessionstore.codec import DecodedSession, decode_document, encode
+from sessionstore.codec import DecodedSession, decode_document, encode, encode_folded
 from sessionstore.errors import CommitUnknownError, ConflictError, SessionNotFoundError
 from sessionstore.models import (
     CURRENT_SCHEMA_VERSION,
@@ -51,7 +51,6 @@ from sessionstore.records import (
     KeyResult,
     RecordError,
     encode_record,
-    encode_store_line,
     parse_store_line,
     remember,
     result_of,
@@ -274,12 +273,10 @@ def fold_locked(target: Target) -> str:
     if not decoded.records and not decoded.torn_bytes and not decoded.needs_rewrite:
         return decoded.etag
     session = decoded.session
-    if decoded.records or decoded.folded_store:
-        store_line = encode_store_line(decoded.etag, decoded.keys)
-        new = target.check_size(session, encode(session, store_line=store_line))
-    else:
-        new = target.check_size(session, encode(session))
-    return target.backend.write(target.session_id, new)
+    # The fold keeps the etag (of records, of an older version's bytes): a caller's
+    # etag from before still matches.
+    new = encode_folded(session, etag=decoded.etag, keys=decoded.keys)
+    return target.backend.write(target.session_id, target.check_size(session, new))
 
 
 def _fold_quietly(target: Target) -> None:
@@ -503,8 +500,7 @@ def _fold_with(
     keys = dict(decoded.keys)
     if append.key is not None:
         remember(keys, append.key, KeyResult(digest, len(session.messages), *totals))
-    store_line = encode_store_line(digest, keys)
-    data = target.check_size(session, encode(session, store_line=store_line))
+    data = target.check_size(session, encode_folded(session, etag=digest, keys=keys))
     with _naming(digest):
         target.backend.write(target.session_id, data)
     return result
@@ -525,8 +521,8 @@ def _create(target: Target, append: Append) -> AppendResult:
     if append.key is None:
         data = target.check_size(session, plain)
     else:
-        store_line = encode_store_line(etag, {append.key: KeyResult(etag, count, *totals)})
-        data = target.check_size(session, encode(session, store_line=store_line))
+        keys = {append.key: KeyResult(etag, count, *totals)}
+        data = target.check_size(session, encode_folded(session, etag=etag, keys=keys))
     with _naming(etag):
         target.backend.create(target.session_id, data)
     return AppendResult(etag, count, *totals)

@@ -40,13 +40,14 @@ from sessionstore.records import (
     Layout,
     RecordError,
     check_store,
+    encode_store_line,
     read_chain,
     split_layout,
     store_keys,
     stored_etag,
 )
 
-__all__ = ["DecodedSession", "decode", "decode_document", "encode"]
+__all__ = ["DecodedSession", "decode", "decode_document", "encode", "encode_folded"]
 
 _ENCODE_OPTIONS = orjson.OPT_INDENT_2 | orjson.OPT_APPEND_NEWLINE
 _REPLACEMENT = "\ufffd"
@@ -105,6 +106,15 @@ def encode(session: StoredSession, *, store_line: bytes | None = None) -> bytes:
     return b"".join((data[:-3], b",\n", STORE_LINE_PREFIX, store_line, b"\n}\n"))
 
 
+def encode_folded(session: StoredSession, *, etag: str | None, keys: dict[str, KeyResult]) -> bytes:
+    """The bytes of a folded snapshot: ``encode(session)`` plus the store line that keeps
+    ``etag`` (None: the etag is the digest of these bytes), the append ``keys`` and the
+    XXH3-128 of the snapshot without that line, which a load checks."""
+    plain = encode(session)
+    line = encode_store_line(etag, keys, digest=xxh3_128_hexdigest(plain))
+    return b"".join((plain[:-3], b",\n", STORE_LINE_PREFIX, line, b"\n}\n"))
+
+
 def decode(data: bytes, *, session_id: str | None = None, path: object = None) -> StoredSession:
     """Decode stored bytes to the current model; see ``decode_document``."""
     return decode_document(data, session_id=session_id, path=path).session
@@ -158,6 +168,18 @@ def _merge_records(
     path: object,
 ) -> DecodedSession:
     session = decoded.session
+    if (
+        store is not None
+        and store is layout.store
+        and store.get("digest") is not None
+        and xxh3_128_hexdigest(layout.document) != store["digest"]
+    ):
+        raise _corrupt(
+            session_id,
+            path,
+            "damaged-snapshot",
+            "the snapshot's bytes do not match the digest its fold recorded",
+        )
     if store is not None and store.get("etag") is not None:
         snapshot_etag = store["etag"]
     else:

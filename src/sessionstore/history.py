@@ -69,6 +69,10 @@ class StoreLineV3(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid", title="Store line, schema version 3")
 
     etag: _Etag | None = None
+    digest: Annotated[
+        _Etag | None,
+        Field(description="XXH3-128 of the snapshot's bytes without the store line"),
+    ] = None
     keys: Annotated[
         dict[_Key, tuple[_Etag, _Count, _Count, _Count]],
         Field(

@@ -341,12 +341,16 @@ def _parse_store_line(text: bytes) -> dict[str, Any]:
 
 def check_store(store: Any) -> dict[str, Any]:
     """Return ``store`` if it is a store line's object; raise ``RecordError`` if not."""
-    if type(store) is not dict or set(store) - {"etag", "keys"}:
+    if type(store) is not dict or set(store) - {"etag", "digest", "keys"}:
         msg = "the store line has unknown fields"
         raise RecordError(msg, reason="bad-store-line")
     etag = store.get("etag")
     if etag is not None and (type(etag) is not str or not _HEX32.match(etag)):
         msg = "the store line's etag is not 32 hex digits"
+        raise RecordError(msg, reason="bad-store-line")
+    digest = store.get("digest")
+    if digest is not None and (type(digest) is not str or not _HEX32.match(digest)):
+        msg = "the store line's digest is not 32 hex digits"
         raise RecordError(msg, reason="bad-store-line")
     keys = store.get("keys", {})
     if type(keys) is not dict or len(keys) > KEY_MEMORY:
@@ -373,11 +377,17 @@ def store_keys(store: dict[str, Any] | None) -> dict[str, KeyResult]:
     return {key: KeyResult(*value) for key, value in store.get("keys", {}).items()}
 
 
-def encode_store_line(etag: str | None, keys: dict[str, KeyResult]) -> bytes:
-    """The store line's JSON object (compact, one line): kept etag and remembered keys."""
+def encode_store_line(
+    etag: str | None, keys: dict[str, KeyResult], *, digest: str | None = None
+) -> bytes:
+    """The store line's JSON object (compact, one line): the kept etag, the XXH3-128 of
+    the snapshot's bytes without this line (so a load notices a damaged snapshot), and
+    the remembered keys."""
     store: dict[str, Any] = {}
     if etag is not None:
         store["etag"] = etag
+    if digest is not None:
+        store["digest"] = digest
     store["keys"] = {
         key: [result.etag, result.message_count, result.input_tokens, result.output_tokens]
         for key, result in keys.items()

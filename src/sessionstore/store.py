@@ -26,7 +26,7 @@ from sessionstore.appendlog import (
 from sessionstore.backends.base import DEFAULT_MAX_BYTES, Backend, content_etag
 from sessionstore.backends.filesystem import FileSystemBackend
 from sessionstore.backends.memory import MemoryBackend
-from sessionstore.codec import DecodedSession, decode_document, encode
+from sessionstore.codec import DecodedSession, decode_document, encode, encode_folded
 from sessionstore.errors import (
     CommitUnknownError,
     InvalidSessionIdDeleteError,
@@ -41,7 +41,7 @@ from sessionstore.errors import (
 )
 from sessionstore.ids import validate_session_id
 from sessionstore.models import MAX_TOKENS, StoredSession, check_text, session_adapter
-from sessionstore.records import MAX_KEY_LENGTH, encode_store_line
+from sessionstore.records import MAX_KEY_LENGTH
 
 __all__ = [
     "DEFAULT_MAX_BYTES",
@@ -210,10 +210,8 @@ class BackendSessionStore:
                 )
                 raise ValueError(msg)
             # The append keys stay remembered, so a retried append is still exactly-once.
-            store_line = encode_store_line(None, decoded.keys) if decoded.keys else None
-            self.backend.write(
-                session_id, self._check_size(new, encode(new, store_line=store_line))
-            )
+            data = encode_folded(new, etag=None, keys=decoded.keys) if decoded.keys else encode(new)
+            self.backend.write(session_id, self._check_size(new, data))
         return new
 
     def append(  # the signature: messages and five options
@@ -302,6 +300,10 @@ class BackendSessionStore:
         now = datetime.now(timezone.utc)
         append = Append(added, input_tokens, output_tokens, None, now)
         with self.backend.lock(session_id):
+            # Load first: a session that cannot be loaded (damaged, too new) is refused
+            # before anything is written, not after.
+            if self.backend.exists(session_id):
+                self.load(session_id)
             append_locked(self._target(session_id), append, if_match=None)
             return self.load(session_id)
 

@@ -15,10 +15,10 @@ from collections.abc import Callable
 from dataclasses import replace
 from datetime import datetime, timezone
 
-from sessionstore.codec import decode_document, encode
+from sessionstore.codec import decode_document, encode, encode_folded
 from sessionstore.errors import SessionNotFoundError, SessionTooLargeError
 from sessionstore.models import CURRENT_SCHEMA_VERSION, StoredSession
-from sessionstore.records import KeyResult, encode_record, encode_store_line, remember
+from sessionstore.records import KeyResult, encode_record, remember
 from sessionstore.store import BackendSessionStore
 
 __all__ = ["append_stored_size", "check_max_bytes", "sized_session"]
@@ -134,7 +134,7 @@ def append_stored_size(
         result = KeyResult(_SOME_ETAG, count, current.input_tokens, current.output_tokens)
         remember(keys, key, result)
     folded = replace(current, messages=(*current.messages, message), updated_at=_FIXED)
-    as_snapshot = len(encode(folded, store_line=encode_store_line(_SOME_ETAG, keys)))
+    as_snapshot = len(encode_folded(folded, etag=_SOME_ETAG, keys=keys))
     return min(as_record, as_snapshot)
 
 
