@@ -80,7 +80,9 @@ def _keys_ignored(monkeypatch: pytest.MonkeyPatch) -> None:
         plain = Append(append.messages, append.input_tokens, append.output_tokens, None, append.now)
         return real(target, plain, if_match=if_match)
 
+    # store.append reaches it through appendlog.append_session, append_messages directly.
     monkeypatch.setattr(store, "append_locked", variant)
+    monkeypatch.setattr(appendlog, "append_locked", variant)
 
 
 def _fold(monkeypatch: pytest.MonkeyPatch, store_line: Callable[[Any], bytes | None]) -> None:
