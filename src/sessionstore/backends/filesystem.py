@@ -189,20 +189,32 @@ class FileSystemBackend:
             yield
 
     def read(self, session_id: str, *, max_bytes: int) -> bytes | None:
-        path = self.location(session_id)
-        fd = self._open_existing(session_id, path, _READ_FLAGS)
-        if fd is None:
-            return None
+        # A plain string path (pathlib's joins cost more than the read of a small
+        # file); the ``Path`` is made only for an error.
         try:
-            info = self._regular_file_info(session_id, path, fd, max_bytes)
-            data = read_at_most(fd, info.st_size, max_bytes)
+            fd = os.open(f"{self._path}/{session_id}{SUFFIX}", _READ_FLAGS)
+        except OSError:
+            fd = self._open_existing(session_id, self.location(session_id), _READ_FLAGS)
+            if fd is None:
+                return None
+        try:
+            info = os.fstat(fd)
+            size = info.st_size
+            if not stat.S_ISREG(info.st_mode) or size > max_bytes:
+                self._regular_file_info(session_id, self.location(session_id), fd, max_bytes)
+            # One read() of the size fstat gave and one byte more: exactly that size
+            # back is the whole file; anything else (it grew or shrank meanwhile, a
+            # short read) reads on to the end, as ``read_at_most`` does.
+            data = os.read(fd, size + 1)
+            if len(data) != size:
+                data += read_at_most(fd, 0, max_bytes - len(data))
         except OSError as exc:
-            raise self._read_error(session_id, path, exc) from exc
+            raise self._read_error(session_id, self.location(session_id), exc) from exc
         finally:
             os.close(fd)
         if len(data) > max_bytes:
             # The file grew after fstat; still refuse rather than read on.
-            raise _too_large(session_id, path, len(data), max_bytes)
+            raise _too_large(session_id, self.location(session_id), len(data), max_bytes)
         return data
 
     def read_tail(self, session_id: str, *, max_bytes: int) -> FileTail | None:
