@@ -233,6 +233,7 @@ def _merge_records(
         decoded,
         session=session,
         known_etag=etag,
+        stored=data,
         records=len(chain.records),
         torn_bytes=layout.torn,
         folded_store=store is not None,

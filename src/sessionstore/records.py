@@ -46,6 +46,7 @@ __all__ = [
     "split_layout",
     "stored_etag",
     "verify_record",
+    "walk_to_snapshot_end",
 ]
 
 CURRENT_PREFIX = b'{\n  "schema_version": %d,' % CURRENT_SCHEMA_VERSION
@@ -112,6 +113,10 @@ class FileTail:
     head: bytes
     data: bytes
     offset: int
+    snapshot_end: int | None = None
+    """Where ``walk_to_snapshot_end`` found the snapshot's ``\\n}\\n`` in ``data`` (-1:
+    not there), with ``lines`` complete lines after it; None: not looked for yet."""
+    lines: int = 0
 
 
 @dataclass(frozen=True)
@@ -182,6 +187,30 @@ def find_snapshot_end(data: bytes, start: int = 0) -> int:
             return at - 1
         at = find(b"}", at + 1)
     return -1 if at < 0 else find(SNAPSHOT_END, at - 1)
+
+
+def walk_to_snapshot_end(data: bytes, pos: int, lines: int = 0) -> tuple[int, int, int]:
+    """Walk back over the complete lines of ``data`` that start before ``pos`` (the
+    start of a line already looked at, or the end of the last complete line plus
+    one) to the last line that is exactly ``}`` with a newline before it.
+
+    Returns ``(at, lines, pos)``: ``at`` is ``data.rfind(SNAPSHOT_END, 0, pos)``
+    (-1: not in ``data``), ``lines`` counts on the lines walked past (the records
+    after the snapshot), and ``pos`` is where to go on when more bytes are put in
+    front of ``data`` (shift it by their length). One ``memrchr`` per line instead
+    of ``bytes.rfind`` of three bytes, which scans bytewise (under 1 GB/s).
+    """
+    rfind = data.rfind
+    while pos > 0:
+        end = pos - 1
+        start = rfind(b"\n", 0, end) + 1
+        if start == 0:
+            break  # this line may begin before ``data``: more bytes are needed
+        if end - start == 1 and data[start] == 0x7D:  # the line is "}"
+            return start - 1, lines, pos
+        lines += 1
+        pos = start
+    return -1, lines, pos
 
 
 def stored_etag(data: bytes) -> str:

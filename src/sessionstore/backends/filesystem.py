@@ -49,7 +49,7 @@ from sessionstore.errors import (
 )
 from sessionstore.ids import SESSION_FILE_NAME
 from sessionstore.locking import LOCK_DIR_NAME, LOCK_SUFFIX, SessionLocks, check_lock_timeout
-from sessionstore.records import CURRENT_PREFIX, SNAPSHOT_END, FileTail
+from sessionstore.records import CURRENT_PREFIX, FileTail, walk_to_snapshot_end
 
 __all__ = [
     "INVALID_NAME",
@@ -221,30 +221,55 @@ class FileSystemBackend:
         """The end of the session's file, for an append: its first bytes, and its last
         bytes back to the line before the snapshot's closing brace (the records, a
         fold's store line). None when there is no file. Raises what ``read`` raises."""
-        path = self.location(session_id)
-        fd = self._open_existing(session_id, path, _READ_FLAGS)
-        if fd is None:
-            return None
         try:
-            info = self._regular_file_info(session_id, path, fd, max_bytes)
+            fd = os.open(f"{self._path}/{session_id}{SUFFIX}", _READ_FLAGS)
+        except OSError:
+            fd = self._open_existing(session_id, self.location(session_id), _READ_FLAGS)
+            if fd is None:
+                return None
+        try:
+            info = os.fstat(fd)
             size = info.st_size
-            head = os.pread(fd, len(CURRENT_PREFIX), 0)
+            if not stat.S_ISREG(info.st_mode) or size > max_bytes:
+                self._regular_file_info(session_id, self.location(session_id), fd, max_bytes)
+            chunk = 1 << 16
             data, offset = b"", size
+            found, lines, pos = -1, 0, -1
+            if size <= chunk:
+                # A small file: one pread of all of it (the head is its start).
+                data = os.pread(fd, size, 0)
+                head = data[: len(CURRENT_PREFIX)]
+                if head == CURRENT_PREFIX:
+                    offset = 0
+                    found, lines, _ = walk_to_snapshot_end(data, data.rfind(b"\n") + 1)
+                else:
+                    data = b""
+            else:
+                head = os.pread(fd, len(CURRENT_PREFIX), 0)
             if head == CURRENT_PREFIX:
-                chunk = 1 << 16
+                # Back a chunk at a time (each twice the last) to the snapshot's end,
+                # walking only the lines each new chunk completes.
                 while offset > 0:
                     step = min(chunk, offset)
                     offset -= step
-                    data = os.pread(fd, step, offset) + data
-                    end = data.rfind(SNAPSHOT_END)
-                    if end >= 0 and (offset == 0 or data.rfind(b"\n", 0, end) >= 0):
+                    piece = os.pread(fd, step, offset)
+                    data = piece + data
+                    if pos >= 0:
+                        pos += len(piece)
+                    else:
+                        pos = data.rfind(b"\n") + 1
+                        if pos == 0:
+                            pos = -1  # no complete line yet
+                    if pos >= 0:
+                        found, lines, pos = walk_to_snapshot_end(data, pos, lines)
+                    if found >= 0 and (offset == 0 or data.rfind(b"\n", 0, found) >= 0):
                         break
                     chunk *= 2
         except OSError as exc:
-            raise self._read_error(session_id, path, exc) from exc
+            raise self._read_error(session_id, self.location(session_id), exc) from exc
         finally:
             os.close(fd)
-        return FileTail(size, (info.st_dev, info.st_ino), head, data, offset)
+        return FileTail(size, (info.st_dev, info.st_ino), head, data, offset, found, lines)
 
     def append_record(
         self, session_id: str, line: bytes, *, identity: object, size: int, keep: int
