@@ -171,6 +171,7 @@ def bench_append(cfg: Config, report: Report) -> None:
     print("append of one message (durable) vs SQLite WAL+FULL", flush=True)
     ours: dict[int, Pair] = {}
     jsonl: dict[int, Pair] = {}
+    half: dict[int, Pair] = {}
     with scratch("append") as folder:
         store = SessionStore(folder / "store")
         sqlite = SQLiteLog(folder / "sqlite.db")
@@ -184,17 +185,32 @@ def bench_append(cfg: Config, report: Report) -> None:
             text = mixed_message(n + 1)
             # warmup=1: the first append after a save reads the whole file once.
             ours[n] = pair(
-                lambda sid=sid: store.append(sid, [text], output_tokens=1),
-                lambda sid=sid: sqlite.insert(sid, text),
+                lambda sid=sid, text=text: store.append(sid, [text], output_tokens=1),
+                lambda sid=sid, text=text: sqlite.insert(sid, text),
                 cfg.append_pairs,
                 batch=False,
             )
             jsonl[n] = pair(
-                lambda sid=sid: lines.append(sid, text),
-                lambda sid=sid: sqlite.insert(sid, text),
+                lambda sid=sid, text=text: lines.append(sid, text),
+                lambda sid=sid, text=text: sqlite.insert(sid, text),
                 max(11, cfg.append_pairs // 3),
                 batch=False,
             )
+            if n == max(cfg.append_sizes):
+                # The same size once the records have reached half the fold
+                # threshold (the average between two folds): an append walks them.
+                fill = SessionStore(folder / "store", durable=False)
+                path = folder / "store" / f"{sid}.json"
+                snapshot = len(path.read_bytes()) - len(split_layout(path.read_bytes()).records)
+                while path.stat().st_size - snapshot < fold_threshold(snapshot) // 2:
+                    fill.append(sid, [text])
+                os.sync()
+                half[n] = pair(
+                    lambda sid=sid, text=text: store.append(sid, [text], output_tokens=1),
+                    lambda sid=sid, text=text: sqlite.insert(sid, text),
+                    cfg.append_pairs,
+                    batch=False,
+                )
             store.delete(sid)
         sqlite.close()
     add_series(
@@ -204,6 +220,9 @@ def bench_append(cfg: Config, report: Report) -> None:
         goal=lambda _n, r: ("<= 1.5x", r <= 1.5),
     )
     add_series(report, "durable JSONL append (reference) vs SQLite insert", jsonl)
+    add_series(
+        report, "append (info) with records at half the fold threshold vs SQLite insert", half
+    )
     small, large = min(ours), max(ours)
     growth = ours[large].a_median / ours[small].a_median
     report.add(
@@ -217,6 +236,16 @@ def bench_append(cfg: Config, report: Report) -> None:
             growth <= 1.3,
         )
     )
+    for n, p in half.items():
+        report.add(
+            Row(
+                f"append cost at {n:,} msgs + records at half the threshold / at {small:,} (info)",
+                "",
+                fmt_time(p.a_median),
+                fmt_time(ours[small].a_median),
+                p.a_median / ours[small].a_median,
+            )
+        )
 
 
 def _p99(values: list[float]) -> float:
@@ -232,7 +261,7 @@ def bench_conversation(cfg: Config, report: Report) -> None:
         lines = JSONLLog(folder)
         texts = [mixed_message(i) for i in range(turns)]
         sides: list[tuple[str, Callable[[str], object]]] = [
-            ("sessionstore", lambda t: store.append("chat", [t], input_tokens=50, output_tokens=40)),
+            ("sessionstore", lambda t: store.append("chat", [t], output_tokens=40)),
             ("sqlite", lambda t: sqlite.insert("chat", t)),
             ("jsonl", lambda t: lines.append("chat", t)),
         ]

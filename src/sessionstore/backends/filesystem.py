@@ -194,9 +194,10 @@ class FileSystemBackend:
         try:
             fd = os.open(f"{self._path}/{session_id}{SUFFIX}", _READ_FLAGS)
         except OSError:
-            fd = self._open_existing(session_id, self.location(session_id), _READ_FLAGS)
-            if fd is None:
+            opened = self._open_existing(session_id, self.location(session_id), _READ_FLAGS)
+            if opened is None:
                 return None
+            fd = opened
         try:
             info = os.fstat(fd)
             size = info.st_size
@@ -224,9 +225,10 @@ class FileSystemBackend:
         try:
             fd = os.open(f"{self._path}/{session_id}{SUFFIX}", _READ_FLAGS)
         except OSError:
-            fd = self._open_existing(session_id, self.location(session_id), _READ_FLAGS)
-            if fd is None:
+            opened = self._open_existing(session_id, self.location(session_id), _READ_FLAGS)
+            if opened is None:
                 return None
+            fd = opened
         try:
             info = os.fstat(fd)
             size = info.st_size
