@@ -83,6 +83,8 @@ OTHER = "other"
 _READ_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
 _APPEND_FLAGS = os.O_WRONLY | os.O_APPEND | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
+_LOCATIONS_KEPT = 1024
+"""How many sessions' paths ``location`` remembers (then it starts again)."""
 _FILE_KINDS = {
     stat.S_IFDIR: "a directory",
     stat.S_IFIFO: "a FIFO",
@@ -137,6 +139,7 @@ class FileSystemBackend:
             raise ValueError(msg)
         self.directory = Path(directory).absolute()
         self._path = os.fspath(self.directory)
+        self._locations: dict[str, Path] = {}
         self.durable = durable
         self.max_bytes = max_bytes
         self._locks = SessionLocks(
@@ -148,7 +151,14 @@ class FileSystemBackend:
         return str(self.directory)
 
     def location(self, session_id: str) -> Path:
-        return self.directory / f"{session_id}{SUFFIX}"
+        # Remembered (a pathlib join costs about a tenth of loading a small session,
+        # and the store asks on every load); ``Path`` objects are immutable.
+        path = self._locations.get(session_id)
+        if path is None:
+            if len(self._locations) >= _LOCATIONS_KEPT:
+                self._locations.clear()
+            path = self._locations[session_id] = self.directory / f"{session_id}{SUFFIX}"
+        return path
 
     @property
     def lock_timeout(self) -> float | None:
