@@ -56,6 +56,7 @@ from sessionstore.records import (
     result_of,
     store_keys,
     verify_record,
+    walk_to_snapshot_end,
 )
 
 __all__ = [
@@ -315,13 +316,16 @@ def _state_from_tail(tail: FileTail) -> _State | None:
         return None
     data = tail.data
     complete = data.rfind(b"\n") + 1
-    end = data.rfind(SNAPSHOT_END, 0, complete)
+    if tail.snapshot_end is None:
+        end, lines, _ = walk_to_snapshot_end(data, complete)
+    else:
+        end, lines = tail.snapshot_end, tail.lines
     if end < 0:
         return None
     snapshot_end = end + len(SNAPSHOT_END)
-    region = data[snapshot_end:complete]
-    if not region:
+    if snapshot_end >= complete:
         return None  # no records: the totals are in the snapshot
+    region = data[snapshot_end:complete]
     line_start = data.rfind(b"\n", 0, end) + 1
     store_line = b""
     if data.startswith(STORE_LINE_PREFIX, line_start):
@@ -330,6 +334,8 @@ def _state_from_tail(tail: FileTail) -> _State | None:
         last = _verified_records(tail, snapshot_end, complete)
     except RecordError:
         return None  # damaged: the full decode names the damage, and nothing is written
+    if last["seq"] != lines:
+        return None
 
     def find_key(key: str) -> KeyResult | None:
         # Raw quotes cannot occur inside a JSON string, so the key's encoded form
@@ -433,7 +439,9 @@ def _append_to_decoded(target: Target, append: Append, decoded: DecodedSession) 
     count = len(session.messages) + len(append.messages)
     totals = _totals(target, session.input_tokens, session.output_tokens, append)
     line, digest = _record(append, decoded.records + 1, decoded.etag, count, totals)
-    data = target.backend.read(target.session_id, max_bytes=target.max_bytes) or b""
+    # The bytes just decoded (under the lock, so still the file's): no second read.
+    data = decoded.stored or target.backend.read(target.session_id, max_bytes=target.max_bytes)
+    data = data or b""
     keep = len(data) - decoded.torn_bytes
     if not _takes_records(data, keep) or keep + len(line) > target.max_bytes:
         # A snapshot laid out otherwise (CRLF, no final newline, another tool's JSON)

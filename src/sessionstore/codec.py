@@ -35,12 +35,15 @@ from sessionstore.models import (
     session_adapter,
 )
 from sessionstore.records import (
+    CURRENT_PREFIX,
+    SNAPSHOT_END,
     STORE_LINE_PREFIX,
     KeyResult,
     Layout,
     RecordError,
     check_store,
     encode_store_line,
+    find_snapshot_end,
     read_chain,
     split_layout,
     store_keys,
@@ -67,8 +70,6 @@ class DecodedSession:
     """How many escaped lone surrogates were replaced by U+FFFD (seed files only)."""
     extra_keys: tuple[str, ...] = ()
     """Keys of a version-1 document the original module ignored; kept in ``metadata``."""
-    etag: str = ""
-    """The etag of the stored bytes (``records.stored_etag``)."""
     records: int = 0
     """How many append records followed the snapshot (merged into ``session``)."""
     torn_bytes: int = 0
@@ -77,6 +78,17 @@ class DecodedSession:
     """True when the snapshot carries a fold's store line (kept etag, append keys)."""
     keys: dict[str, KeyResult] = field(default_factory=dict)
     """The append keys the session remembers, oldest first."""
+    known_etag: str | None = field(default=None, repr=False, compare=False)
+    stored: bytes = field(default=b"", repr=False, compare=False)
+    """The stored bytes, kept for ``etag`` when ``known_etag`` is None."""
+
+    @property
+    def etag(self) -> str:
+        """The etag of the stored bytes (``records.stored_etag``), digested on first use:
+        ``load`` never asks for it, and a digest of a large file is not free."""
+        if self.known_etag is None:
+            object.__setattr__(self, "known_etag", stored_etag(self.stored))
+        return self.known_etag  # type: ignore[return-value]  # set just above
 
     @property
     def needs_rewrite(self) -> bool:
@@ -135,12 +147,29 @@ def decode_document(
     including append records that are damaged, out of order or not chained to the
     snapshot (a torn last line, an append that never finished, is ignored).
     """
+    if (
+        data.endswith(SNAPSHOT_END)
+        and data.startswith(CURRENT_PREFIX)
+        and find_snapshot_end(data) == len(data) - len(SNAPSHOT_END)
+        and not data.startswith(
+            STORE_LINE_PREFIX, data.rfind(b"\n", 0, len(data) - len(SNAPSHOT_END)) + 1
+        )
+    ):
+        # The commonest file, a plain snapshot as ``encode`` writes it (what
+        # ``split_layout`` would find: no store line, no records, no torn tail):
+        # one validation of the bytes as they are.
+        try:
+            session = session_adapter().validate_json(data, context=DECODED_TEXT)
+        except ValidationError:
+            pass  # the full pipeline below names the problem precisely
+        else:
+            _check_id(session, session_id, path)
+            return _plain(session, data)
     try:
         layout = split_layout(data)
     except RecordError as exc:
         raise _corrupt(session_id, path, exc.reason, str(exc)) from None
     store = layout.store
-    decoded = None
     document = layout.document
     if _CURRENT_PREFIX.match(document):
         try:
@@ -149,12 +178,22 @@ def decode_document(
             pass  # the full pipeline below names the problem precisely
         else:
             _check_id(session, session_id, path)
-            decoded = DecodedSession(session, CURRENT_SCHEMA_VERSION)
-    if decoded is None:
-        decoded, found_store = _decode_slowly(document, session_id, path)
-        store = store if found_store is None else found_store
+            if not layout.records and store is None:
+                return DecodedSession(
+                    session, CURRENT_SCHEMA_VERSION, torn_bytes=layout.torn, stored=data
+                )
+            return _merge_records(
+                DecodedSession(session, CURRENT_SCHEMA_VERSION),
+                data,
+                layout,
+                store,
+                session_id=session_id,
+                path=path,
+            )
+    decoded, found_store = _decode_slowly(document, session_id, path)
+    store = store if found_store is None else found_store
     if not layout.records and store is None:
-        return _with(decoded, etag=stored_etag(data), torn_bytes=layout.torn)
+        return _with(decoded, torn_bytes=layout.torn, stored=data)
     return _merge_records(decoded, data, layout, store, session_id=session_id, path=path)
 
 
@@ -215,12 +254,30 @@ def _merge_records(
     return _with(
         decoded,
         session=session,
-        etag=etag,
+        known_etag=etag,
+        stored=data,
         records=len(chain.records),
         torn_bytes=layout.torn,
         folded_store=store is not None,
         keys=chain.keys,
     )
+
+
+_PLAIN_DEFAULTS = {
+    f.name: f.default for f in dataclasses.fields(DecodedSession) if f.name not in ("keys",)
+}
+
+
+def _plain(session: StoredSession, data: bytes) -> DecodedSession:
+    """``DecodedSession(session, CURRENT_SCHEMA_VERSION, stored=data)``, built without
+    the frozen dataclass's ``__init__`` (eleven ``object.__setattr__`` calls, a tenth
+    of a small load)."""
+    decoded = object.__new__(DecodedSession)
+    decoded.__dict__.update(_PLAIN_DEFAULTS)
+    decoded.__dict__.update(
+        session=session, source_version=CURRENT_SCHEMA_VERSION, keys={}, stored=data
+    )
+    return decoded
 
 
 def _with(decoded: DecodedSession, **changes: Any) -> DecodedSession:

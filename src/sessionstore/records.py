@@ -47,6 +47,7 @@ __all__ = [
     "split_layout",
     "stored_etag",
     "verify_record",
+    "walk_to_snapshot_end",
 ]
 
 CURRENT_PREFIX = b'{\n  "schema_version": %d,' % CURRENT_SCHEMA_VERSION
@@ -113,6 +114,10 @@ class FileTail:
     head: bytes
     data: bytes
     offset: int
+    snapshot_end: int | None = None
+    """Where ``walk_to_snapshot_end`` found the snapshot's ``\\n}\\n`` in ``data`` (-1:
+    not there), with ``lines`` complete lines after it; None: not looked for yet."""
+    lines: int = 0
 
 
 @dataclass(frozen=True)
@@ -141,7 +146,7 @@ def split_layout(data: bytes) -> Layout:
     """
     if not data.startswith(CURRENT_PREFIX):
         return Layout(data, len(data), None, b"", 0)
-    end = data.find(SNAPSHOT_END)
+    end = find_snapshot_end(data)
     if end < 0:
         return Layout(data, len(data), None, b"", 0)
     snapshot_end = end + len(SNAPSHOT_END)
@@ -159,6 +164,54 @@ def split_layout(data: bytes) -> Layout:
             raise RecordError("the store line does not follow a field", reason="bad-store-line")
         document = data[: before - 1] + SNAPSHOT_END
     return Layout(document, snapshot_end, store, records, torn)
+
+
+_SCAN_LIMIT = 64
+"""Closing braces ``find_snapshot_end`` looks at one by one before it scans bytewise."""
+
+
+def find_snapshot_end(data: bytes, start: int = 0) -> int:
+    """``data.find(SNAPSHOT_END, start)``, faster.
+
+    ``bytes.find`` scans a three-byte needle bytewise (under 1 GB/s here: 3 ms for
+    a 2 MB snapshot, half the cost of validating it), while a one-byte needle is a
+    ``memchr``. A snapshot holds few ``}`` (its own and those of nested metadata,
+    plus any in message text), so look at each ``}`` in turn; past ``_SCAN_LIMIT``
+    of them (text full of braces), finish with ``bytes.find``. Same result.
+    """
+    find = data.find
+    at = find(b"}", start + 1)
+    for _ in range(_SCAN_LIMIT):
+        if at < 0:
+            return -1
+        if data[at - 1] == 10 and data[at + 1 : at + 2] == b"\n":
+            return at - 1
+        at = find(b"}", at + 1)
+    return -1 if at < 0 else find(SNAPSHOT_END, at - 1)
+
+
+def walk_to_snapshot_end(data: bytes, pos: int, lines: int = 0) -> tuple[int, int, int]:
+    """Walk back over the complete lines of ``data`` that start before ``pos`` (the
+    start of a line already looked at, or the end of the last complete line plus
+    one) to the last line that is exactly ``}`` with a newline before it.
+
+    Returns ``(at, lines, pos)``: ``at`` is ``data.rfind(SNAPSHOT_END, 0, pos)``
+    (-1: not in ``data``), ``lines`` counts on the lines walked past (the records
+    after the snapshot), and ``pos`` is where to go on when more bytes are put in
+    front of ``data`` (shift it by their length). One ``memrchr`` per line instead
+    of ``bytes.rfind`` of three bytes, which scans bytewise (under 1 GB/s).
+    """
+    rfind = data.rfind
+    while pos > 0:
+        end = pos - 1
+        start = rfind(b"\n", 0, end) + 1
+        if start == 0:
+            break  # this line may begin before ``data``: more bytes are needed
+        if end - start == 1 and data[start] == 0x7D:  # the line is "}"
+            return start - 1, lines, pos
+        lines += 1
+        pos = start
+    return -1, lines, pos
 
 
 def stored_etag(data: bytes) -> str:
@@ -278,6 +331,9 @@ def read_chain(
     tail (``layout.torn``) is not looked at. Raises ``RecordError`` otherwise: an
     acknowledged record is never dropped silently.
     """
+    fast = _read_chain_fast(layout.records, snapshot_etag, message_count, remembered)
+    if fast is not None:
+        return fast
     chain = Chain(keys=dict(remembered))
     prev, count = snapshot_etag, message_count
     for seq, line in enumerate(_lines(layout.records), start=1):
@@ -297,6 +353,73 @@ def read_chain(
         if record["key"] is not None:
             remember(chain.keys, record["key"], result_of(record))
     return chain
+
+
+_HASH_SUFFIX = len(',"hash":"') + 32 + len('"}')
+
+
+def _read_chain_fast(
+    records: bytes, prev: str, count: int, remembered: dict[str, KeyResult]
+) -> Chain | None:
+    """``read_chain``'s result when every record is intact and chained, else None
+    (``read_chain`` then walks the records again and names the first problem).
+
+    The same checks as ``verify_record`` and ``read_chain``, without a regular
+    expression and with the hash found at its fixed place from the end (the record's
+    ``,"hash":"<32 hex>"}`` is the last 43 bytes of its line).
+    """
+    chain = Chain(keys=dict(remembered))
+    out = chain.records
+    keys = chain.keys
+    seq = 0
+    start = 0
+    end = records.find(b"\n")
+    loads = orjson.loads
+    limit = MAX_TOKENS
+    while end >= 0:
+        line = records[start:end]
+        start = end + 1
+        end = records.find(b"\n", start)
+        seq += 1
+        if (
+            line[-_HASH_SUFFIX : 9 - _HASH_SUFFIX] != b',"hash":"'
+            or line[-2:] != b'"}'
+            or not line.startswith(_RECORD_START)
+            or xxh3_128_hexdigest(line[:-_HASH_SUFFIX] + b"}").encode() != line[-34:-2]
+        ):
+            return None
+        try:
+            record = loads(line)
+        except orjson.JSONDecodeError:
+            return None
+        if type(record) is not dict or tuple(record) != _RECORD_FIELDS:
+            return None
+        messages = record["messages"]
+        count += len(messages) if type(messages) is list else 0
+        key = record["key"]
+        if not (
+            record["seq"] == seq
+            and type(record["seq"]) is int
+            and record["prev"] == prev
+            and type(record["prev"]) is str
+            and record["message_count"] == count
+            and type(record["message_count"]) is int
+            and count <= limit
+            and type(record["input_tokens"]) is int
+            and 0 <= record["input_tokens"] <= limit
+            and type(record["output_tokens"]) is int
+            and 0 <= record["output_tokens"] <= limit
+            and (key is None or _valid_key(key))
+            and type(messages) is list
+            and all(type(message) is str for message in messages)
+            and type(record["updated_at"]) is str
+        ):
+            return None
+        prev = record["hash"]
+        out.append(record)
+        if key is not None:
+            remember(keys, key, result_of(record))
+    return chain if start == len(records) else None
 
 
 def _lines(records: bytes) -> Iterator[bytes]:

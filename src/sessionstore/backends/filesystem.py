@@ -49,7 +49,7 @@ from sessionstore.errors import (
 )
 from sessionstore.ids import SESSION_FILE_NAME
 from sessionstore.locking import LOCK_DIR_NAME, LOCK_SUFFIX, SessionLocks, check_lock_timeout
-from sessionstore.records import CURRENT_PREFIX, SNAPSHOT_END, FileTail
+from sessionstore.records import CURRENT_PREFIX, FileTail, walk_to_snapshot_end
 
 __all__ = [
     "INVALID_NAME",
@@ -83,6 +83,8 @@ OTHER = "other"
 _READ_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
 _APPEND_FLAGS = os.O_WRONLY | os.O_APPEND | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
+_LOCATIONS_KEPT = 1024
+"""How many sessions' paths ``location`` remembers (then it starts again)."""
 _FILE_KINDS = {
     stat.S_IFDIR: "a directory",
     stat.S_IFIFO: "a FIFO",
@@ -137,6 +139,7 @@ class FileSystemBackend:
             raise ValueError(msg)
         self.directory = Path(directory).absolute()
         self._path = os.fspath(self.directory)
+        self._locations: dict[str, Path] = {}
         self.durable = durable
         self.max_bytes = max_bytes
         self._locks = SessionLocks(
@@ -148,7 +151,14 @@ class FileSystemBackend:
         return str(self.directory)
 
     def location(self, session_id: str) -> Path:
-        return self.directory / f"{session_id}{SUFFIX}"
+        # Remembered (a pathlib join costs about a tenth of loading a small session,
+        # and the store asks on every load); ``Path`` objects are immutable.
+        path = self._locations.get(session_id)
+        if path is None:
+            if len(self._locations) >= _LOCATIONS_KEPT:
+                self._locations.clear()
+            path = self._locations[session_id] = self.directory / f"{session_id}{SUFFIX}"
+        return path
 
     @property
     def lock_timeout(self) -> float | None:
@@ -189,50 +199,89 @@ class FileSystemBackend:
             yield
 
     def read(self, session_id: str, *, max_bytes: int) -> bytes | None:
-        path = self.location(session_id)
-        fd = self._open_existing(session_id, path, _READ_FLAGS)
-        if fd is None:
-            return None
+        # A plain string path (pathlib's joins cost more than the read of a small
+        # file); the ``Path`` is made only for an error.
         try:
-            info = self._regular_file_info(session_id, path, fd, max_bytes)
-            data = read_at_most(fd, info.st_size, max_bytes)
+            fd = os.open(f"{self._path}/{session_id}{SUFFIX}", _READ_FLAGS)
+        except OSError:
+            opened = self._open_existing(session_id, self.location(session_id), _READ_FLAGS)
+            if opened is None:
+                return None
+            fd = opened
+        try:
+            info = os.fstat(fd)
+            size = info.st_size
+            if not stat.S_ISREG(info.st_mode) or size > max_bytes:
+                self._regular_file_info(session_id, self.location(session_id), fd, max_bytes)
+            # One read() of the size fstat gave and one byte more: exactly that size
+            # back is the whole file; anything else (it grew or shrank meanwhile, a
+            # short read) reads on to the end, as ``read_at_most`` does.
+            data = os.read(fd, size + 1)
+            if len(data) != size:
+                data += read_at_most(fd, 0, max_bytes - len(data))
         except OSError as exc:
-            raise self._read_error(session_id, path, exc) from exc
+            raise self._read_error(session_id, self.location(session_id), exc) from exc
         finally:
             _close_quietly(fd)
         if len(data) > max_bytes:
             # The file grew after fstat; still refuse rather than read on.
-            raise _too_large(session_id, path, len(data), max_bytes)
+            raise _too_large(session_id, self.location(session_id), len(data), max_bytes)
         return data
 
     def read_tail(self, session_id: str, *, max_bytes: int) -> FileTail | None:
         """The end of the session's file, for an append: its first bytes, and its last
         bytes back to the line before the snapshot's closing brace (the records, a
         fold's store line). None when there is no file. Raises what ``read`` raises."""
-        path = self.location(session_id)
-        fd = self._open_existing(session_id, path, _READ_FLAGS)
-        if fd is None:
-            return None
         try:
-            info = self._regular_file_info(session_id, path, fd, max_bytes)
+            fd = os.open(f"{self._path}/{session_id}{SUFFIX}", _READ_FLAGS)
+        except OSError:
+            opened = self._open_existing(session_id, self.location(session_id), _READ_FLAGS)
+            if opened is None:
+                return None
+            fd = opened
+        try:
+            info = os.fstat(fd)
             size = info.st_size
-            head = os.pread(fd, len(CURRENT_PREFIX), 0)
+            if not stat.S_ISREG(info.st_mode) or size > max_bytes:
+                self._regular_file_info(session_id, self.location(session_id), fd, max_bytes)
+            chunk = 1 << 16
             data, offset = b"", size
+            found, lines, pos = -1, 0, -1
+            if size <= chunk:
+                # A small file: one pread of all of it (the head is its start).
+                data = os.pread(fd, size, 0)
+                head = data[: len(CURRENT_PREFIX)]
+                if head == CURRENT_PREFIX:
+                    offset = 0
+                    found, lines, _ = walk_to_snapshot_end(data, data.rfind(b"\n") + 1)
+                else:
+                    data = b""
+            else:
+                head = os.pread(fd, len(CURRENT_PREFIX), 0)
             if head == CURRENT_PREFIX:
-                chunk = 1 << 16
+                # Back a chunk at a time (each twice the last) to the snapshot's end,
+                # walking only the lines each new chunk completes.
                 while offset > 0:
                     step = min(chunk, offset)
                     offset -= step
-                    data = os.pread(fd, step, offset) + data
-                    end = data.rfind(SNAPSHOT_END)
-                    if end >= 0 and (offset == 0 or data.rfind(b"\n", 0, end) >= 0):
+                    piece = os.pread(fd, step, offset)
+                    data = piece + data
+                    if pos >= 0:
+                        pos += len(piece)
+                    else:
+                        pos = data.rfind(b"\n") + 1
+                        if pos == 0:
+                            pos = -1  # no complete line yet
+                    if pos >= 0:
+                        found, lines, pos = walk_to_snapshot_end(data, pos, lines)
+                    if found >= 0 and (offset == 0 or data.rfind(b"\n", 0, found) >= 0):
                         break
                     chunk *= 2
         except OSError as exc:
-            raise self._read_error(session_id, path, exc) from exc
+            raise self._read_error(session_id, self.location(session_id), exc) from exc
         finally:
             _close_quietly(fd)
-        return FileTail(size, (info.st_dev, info.st_ino), head, data, offset)
+        return FileTail(size, (info.st_dev, info.st_ino), head, data, offset, found, lines)
 
     def append_record(
         self, session_id: str, line: bytes, *, identity: object, size: int, keep: int
