@@ -203,11 +203,11 @@ class FileSystemBackend:
         # file); the ``Path`` is made only for an error.
         try:
             fd = os.open(f"{self._path}/{session_id}{SUFFIX}", _READ_FLAGS)
-        except OSError:
-            opened = self._open_existing(session_id, self.location(session_id), _READ_FLAGS)
-            if opened is None:
-                return None
-            fd = opened
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            # Named as _open_existing names it; the open is not tried again.
+            raise self._open_error(session_id, self.location(session_id), exc) from None
         try:
             info = os.fstat(fd)
             size = info.st_size
@@ -234,11 +234,11 @@ class FileSystemBackend:
         fold's store line). None when there is no file. Raises what ``read`` raises."""
         try:
             fd = os.open(f"{self._path}/{session_id}{SUFFIX}", _READ_FLAGS)
-        except OSError:
-            opened = self._open_existing(session_id, self.location(session_id), _READ_FLAGS)
-            if opened is None:
-                return None
-            fd = opened
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            # Named as _open_existing names it; the open is not tried again.
+            raise self._open_error(session_id, self.location(session_id), exc) from None
         try:
             info = os.fstat(fd)
             size = info.st_size
@@ -396,21 +396,29 @@ class FileSystemBackend:
         except FileNotFoundError:
             return None
         except OSError as exc:
-            if exc.errno == errno.ELOOP:
-                raise NotARegularFileError(
-                    f"session {session_id!r} in {path}: is a symbolic link; sessionstore does "
-                    "not follow links out of its folder",
-                    session_id=session_id,
-                    path=path,
-                ) from None
-            if exc.errno == errno.ENXIO:
-                # open() of a Unix socket fails with ENXIO before fstat could tell.
-                raise NotARegularFileError(
-                    f"session {session_id!r} in {path}: is a socket, not a regular file",
-                    session_id=session_id,
-                    path=path,
-                ) from None
-            raise self._read_error(session_id, path, exc) from exc
+            raise self._open_error(session_id, path, exc) from None
+
+    def _open_error(
+        self, session_id: str, path: Path, exc: OSError
+    ) -> NotARegularFileError | SessionReadError:
+        """The store's error for a failed open of the session's file."""
+        if exc.errno == errno.ELOOP:
+            return NotARegularFileError(
+                f"session {session_id!r} in {path}: is a symbolic link; sessionstore does "
+                "not follow links out of its folder",
+                session_id=session_id,
+                path=path,
+            )
+        if exc.errno == errno.ENXIO:
+            # open() of a Unix socket fails with ENXIO before fstat could tell.
+            return NotARegularFileError(
+                f"session {session_id!r} in {path}: is a socket, not a regular file",
+                session_id=session_id,
+                path=path,
+            )
+        error = self._read_error(session_id, path, exc)
+        error.__cause__ = exc
+        return error
 
     def write(self, session_id: str, data: bytes, *, if_match: str | None = None) -> str:
         path = self.location(session_id)
