@@ -324,7 +324,7 @@ def _state_from_tail(tail: FileTail) -> _State | None:
         return None
     snapshot_end = end + len(SNAPSHOT_END)
     if snapshot_end >= complete:
-        return None  # no records: the totals are in the snapshot
+        return _state_after_a_fold(tail, end, snapshot_end, complete)
     region = data[snapshot_end:complete]
     line_start = data.rfind(b"\n", 0, end) + 1
     store_line = b""
@@ -366,6 +366,38 @@ def _state_from_tail(tail: FileTail) -> _State | None:
 _STORE_LINES: dict[str, dict[str, KeyResult]] = {}
 """Store lines checked lately, by digest: a store line holds up to ``KEY_MEMORY`` keys,
 and checking it on every append would cost more than the append's own work."""
+
+
+def _state_after_a_fold(
+    tail: FileTail, end: int, snapshot_end: int, complete: int
+) -> _State | None:
+    """The state of a folded snapshot with no records yet, from its store line (etag and
+    totals), so the first append after a fold does not read the whole snapshot; None
+    when there is no such line (a saved file: the totals are in the snapshot)."""
+    data = tail.data
+    line_start = data.rfind(b"\n", 0, end) + 1
+    if not data.startswith(STORE_LINE_PREFIX, line_start):
+        return None
+    try:
+        store = parse_store_line(data[line_start + len(STORE_LINE_PREFIX) : end])
+    except RecordError:
+        return None
+    etag, totals = store.get("etag"), store.get("totals")
+    if etag is None or totals is None:
+        return None
+    keys = store_keys(store)
+    return _State(
+        etag=etag,
+        seq=0,
+        message_count=totals[0],
+        input_tokens=totals[1],
+        output_tokens=totals[2],
+        size=tail.offset + complete,
+        torn=len(data) - complete,
+        snapshot_size=tail.offset + snapshot_end,
+        identity=tail.identity,
+        find_key=keys.get,
+    )
 
 
 _VERIFIED: dict[tuple[object, int], tuple[int, str, str, int, int]] = {}

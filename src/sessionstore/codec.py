@@ -120,10 +120,12 @@ def encode(session: StoredSession, *, store_line: bytes | None = None) -> bytes:
 
 def encode_folded(session: StoredSession, *, etag: str | None, keys: dict[str, KeyResult]) -> bytes:
     """The bytes of a folded snapshot: ``encode(session)`` plus the store line that keeps
-    ``etag`` (None: the etag is the digest of these bytes), the append ``keys`` and the
-    XXH3-128 of the snapshot without that line, which a load checks."""
+    ``etag`` (None: the etag is the digest of these bytes), the append ``keys``, the
+    XXH3-128 of the snapshot without that line and its totals (message count, tokens),
+    which a load checks and the next append reads instead of the whole snapshot."""
     plain = encode(session)
-    line = encode_store_line(etag, keys, digest=xxh3_128_hexdigest(plain))
+    totals = (len(session.messages), session.input_tokens, session.output_tokens)
+    line = encode_store_line(etag, keys, digest=xxh3_128_hexdigest(plain), totals=totals)
     return b"".join((plain[:-3], b",\n", STORE_LINE_PREFIX, line, b"\n}\n"))
 
 
@@ -218,6 +220,15 @@ def _merge_records(
             path,
             "damaged-snapshot",
             "the snapshot's bytes do not match the digest its fold recorded",
+        )
+    totals = store.get("totals") if store is not None else None
+    if totals is not None and tuple(totals) != (
+        len(session.messages),
+        session.input_tokens,
+        session.output_tokens,
+    ):
+        raise _corrupt(
+            session_id, path, "bad-store-line", "the store line's totals do not match the snapshot"
         )
     if store is not None and store.get("etag") is not None:
         snapshot_etag = store["etag"]

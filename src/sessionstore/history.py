@@ -73,6 +73,10 @@ class StoreLineV3(BaseModel):
         _Etag | None,
         Field(description="XXH3-128 of the snapshot's bytes without the store line"),
     ] = None
+    totals: Annotated[
+        tuple[_Count, _Count, _Count] | None,
+        Field(description="[message_count, input_tokens, output_tokens] of the snapshot"),
+    ] = None
     keys: Annotated[
         dict[_Key, tuple[_Etag, _Count, _Count, _Count]],
         Field(

@@ -464,12 +464,20 @@ def _parse_store_line(text: bytes) -> dict[str, Any]:
 
 def check_store(store: Any) -> dict[str, Any]:
     """Return ``store`` if it is a store line's object; raise ``RecordError`` if not."""
-    if type(store) is not dict or set(store) - {"etag", "digest", "keys"}:
+    if type(store) is not dict or set(store) - {"etag", "digest", "totals", "keys"}:
         msg = "the store line has unknown fields"
         raise RecordError(msg, reason="bad-store-line")
     etag = store.get("etag")
     if etag is not None and (type(etag) is not str or not _HEX32.match(etag)):
         msg = "the store line's etag is not 32 hex digits"
+        raise RecordError(msg, reason="bad-store-line")
+    totals = store.get("totals")
+    if totals is not None and not (
+        type(totals) is list
+        and len(totals) == 3
+        and all(type(n) is int and 0 <= n <= MAX_TOKENS for n in totals)
+    ):
+        msg = "the store line's totals are not [message count, input tokens, output tokens]"
         raise RecordError(msg, reason="bad-store-line")
     digest = store.get("digest")
     if digest is not None and (type(digest) is not str or not _HEX32.match(digest)):
@@ -501,7 +509,11 @@ def store_keys(store: dict[str, Any] | None) -> dict[str, KeyResult]:
 
 
 def encode_store_line(
-    etag: str | None, keys: dict[str, KeyResult], *, digest: str | None = None
+    etag: str | None,
+    keys: dict[str, KeyResult],
+    *,
+    digest: str | None = None,
+    totals: tuple[int, int, int] | None = None,
 ) -> bytes:
     """The store line's JSON object (compact, one line): the kept etag, the XXH3-128 of
     the snapshot's bytes without this line (so a load notices a damaged snapshot), and
@@ -511,6 +523,8 @@ def encode_store_line(
         store["etag"] = etag
     if digest is not None:
         store["digest"] = digest
+    if totals is not None:
+        store["totals"] = totals
     store["keys"] = {
         key: [result.etag, result.message_count, result.input_tokens, result.output_tokens]
         for key, result in keys.items()
