@@ -9,16 +9,26 @@ waits, async update functions, cancellation and timeouts.
 from __future__ import annotations
 
 import asyncio
+import multiprocessing
 import os
 import random
+import tempfile
+import threading
 import time
 from collections.abc import Coroutine
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from sessionstore import LockTimeoutError, SessionStore, StoredSession
+from sessionstore import (
+    LockTimeoutError,
+    SessionDeleteError,
+    SessionStore,
+    StoredSession,
+    TransientDeleteError,
+)
 from sessionstore.asyncstore import AsyncMemorySessionStore, AsyncSessionStore
 
 CANCELLATIONS = int(os.environ.get("SESSIONSTORE_ASYNC_CANCELLATIONS", "300"))
@@ -204,3 +214,257 @@ def test_sync_and_async_stores_share_a_folder_and_its_locks(tmp_path: Path) -> N
             assert store.path_of("s") == sync.path_of("s")
 
     run(main())
+
+
+# -- the hostile findings: each hang fails by asyncio.wait_for, not by hanging --------
+
+HANG = 20.0
+"""Seconds after which a call that should finish at once counts as hung."""
+
+
+def _holder(directory: str, session_id: str, ready: Any, stop: Any) -> None:
+    with SessionStore(directory).backend.lock(session_id):
+        ready.set()
+        stop.wait(30)
+
+
+@pytest.mark.parametrize("kind", ["file", "memory"])
+def test_as_many_async_updates_as_workers_whose_functions_await_the_store_finish(
+    tmp_path: Path, kind: str
+) -> None:
+    # Finding 02: each update's fn awaited a store call that needed a worker, while
+    # every worker was blocked waiting for such a fn.
+    async def main() -> None:
+        store = (
+            AsyncSessionStore(tmp_path, durable=False, workers=4)
+            if kind == "file"
+            else AsyncMemorySessionStore(workers=4)
+        )
+        async with store:
+            await store.save(StoredSession("profile", ("system prompt",), 0, 0))
+            for i in range(8):
+                await store.save(StoredSession(f"chat-{i}", ("hi",), 1, 1))
+
+            async def add_profile(current: StoredSession) -> StoredSession:
+                profile = await store.load("profile")
+                return replace(current, metadata={"n": len(profile.messages)})
+
+            await asyncio.wait_for(
+                asyncio.gather(*(store.update(f"chat-{i}", add_profile) for i in range(8))), HANG
+            )
+            for i in range(8):
+                assert (await store.load(f"chat-{i}")).metadata == {"n": 1}
+
+    run(main())
+
+
+@pytest.mark.parametrize("kind", ["file", "memory"])
+def test_an_async_update_function_may_write_its_own_session_and_others(
+    tmp_path: Path, kind: str
+) -> None:
+    # Finding 03: as the sync update's fn may, through the same (re-entrant) lock.
+    async def main() -> None:
+        store = (
+            AsyncSessionStore(tmp_path, durable=False, lock_timeout=HANG)
+            if kind == "file"
+            else AsyncMemorySessionStore()
+        )
+        async with store:
+            await store.save(StoredSession("a", ("hi",), 1, 1))
+
+            async def fn(current: StoredSession) -> StoredSession:
+                await store.append("b", ["x"])
+                await store.append("a", ["inner"])
+                # Calls made by tasks fn starts belong to it too, and take turns.
+                await asyncio.gather(*(store.append("a", [f"g{i}"], key=f"g{i}") for i in range(3)))
+                latest = await store.load("a")
+                return replace(latest, metadata={"seen": True})
+
+            stored = await asyncio.wait_for(store.update("a", fn), HANG)
+            assert stored.messages[:2] == ("hi", "inner")
+            assert sorted(stored.messages[2:]) == ["g0", "g1", "g2"]
+            assert await store.load("a") == stored
+            assert (await store.load("b")).messages == ("x",)
+            # The lock is free again, for this store and for sync code.
+            await asyncio.wait_for(store.append("a", ["after"]), HANG)
+            if kind == "file":
+                SessionStore(tmp_path, lock_timeout=HANG).append("a", ["sync"])
+
+    run(main())
+
+
+def test_other_calls_on_the_session_wait_for_an_async_update_to_write(tmp_path: Path) -> None:
+    # The lock spans the async fn: a write of another task lands after the update's.
+    async def main() -> None:
+        async with AsyncSessionStore(tmp_path, durable=False) as store:
+            await store.save(StoredSession("a", ("hi",), 0, 0))
+            inside = asyncio.Event()
+            go_on = asyncio.Event()
+
+            async def fn(current: StoredSession) -> StoredSession:
+                inside.set()
+                await go_on.wait()
+                return StoredSession("a", (*current.messages, "update"), 0, 0)
+
+            updating = asyncio.create_task(store.update("a", fn))
+            await inside.wait()
+            appending = asyncio.create_task(store.append("a", ["other"]))
+            for _ in range(10):
+                await asyncio.sleep(0)
+            assert not appending.done()
+            go_on.set()
+            await asyncio.wait_for(asyncio.gather(updating, appending), HANG)
+            assert (await store.load("a")).messages == ("hi", "update", "other")
+
+    run(main())
+
+
+def test_an_async_update_function_that_raises_writes_nothing_and_frees_the_lock(
+    tmp_path: Path,
+) -> None:
+    async def main() -> None:
+        async with AsyncSessionStore(tmp_path, lock_timeout=HANG) as store:
+            await store.save(StoredSession("a", ("hi",), 0, 0))
+
+            async def fn(current: StoredSession) -> StoredSession:
+                await store.append("a", ["inner"])
+                raise KeyError("boom")
+
+            with pytest.raises(KeyError):
+                await asyncio.wait_for(store.update("a", fn), HANG)
+            # fn's own append was its own write; the update wrote nothing.
+            assert (await store.load("a")).messages == ("hi", "inner")
+            SessionStore(tmp_path, lock_timeout=HANG).append("a", ["sync"])
+
+    run(main())
+
+
+def test_async_delete_raises_the_sync_errors() -> None:
+    # Finding 04: a lock timeout is a TransientDeleteError, as in the sync delete.
+    directory = tempfile.mkdtemp()
+    SessionStore(directory).save(StoredSession("a", ("hi",), 1, 1))
+    context = multiprocessing.get_context("fork")
+    ready, stop = context.Event(), context.Event()
+    process = context.Process(target=_holder, args=(directory, "a", ready, stop))
+    process.start()
+    try:
+        assert ready.wait(HANG)
+
+        async def main() -> None:
+            async with AsyncSessionStore(directory, lock_timeout=0.05) as store:
+                with pytest.raises(TransientDeleteError) as caught:
+                    await store.delete("a")
+                assert isinstance(caught.value, SessionDeleteError)
+                assert caught.value.session_id == "a"
+
+        run(main())
+    finally:
+        stop.set()
+        process.join()
+
+
+def test_async_delete_of_a_missing_session_creates_nothing(tmp_path: Path) -> None:
+    missing = tmp_path / "not-there"
+
+    async def main() -> None:
+        async with AsyncSessionStore(missing) as store:
+            assert await store.delete("x") is False
+
+    run(main())
+    assert not missing.exists()
+
+
+def test_calls_waiting_for_one_busy_session_leave_the_workers_to_other_sessions(
+    tmp_path: Path,
+) -> None:
+    # Finding 07: 16 appends waiting for a session held by another process held all
+    # 16 workers, so a load of another session waited for the holder too.
+    sync = SessionStore(tmp_path, durable=False)
+    sync.save(StoredSession("busy", ("x",), 0, 0))
+    sync.save(StoredSession("other", ("y",), 0, 0))
+    context = multiprocessing.get_context("fork")
+    ready, stop = context.Event(), context.Event()
+    process = context.Process(target=_holder, args=(str(tmp_path), "busy", ready, stop))
+    process.start()
+    try:
+        assert ready.wait(HANG)
+
+        async def main() -> None:
+            async with AsyncSessionStore(tmp_path, durable=False, workers=2) as store:
+                waiting = [
+                    asyncio.create_task(store.append("busy", [f"m{i}"], key=f"k{i}"))
+                    for i in range(8)
+                ]
+                # With every worker waiting for "busy", this would wait for the holder
+                # (which never lets go before stop is set): wait_for fails it instead.
+                other = await asyncio.wait_for(store.load("other"), HANG)
+                await asyncio.wait_for(store.append("other", ["z"]), HANG)
+                assert other.messages == ("y",)
+                assert not any(task.done() for task in waiting)
+                stop.set()
+                await asyncio.wait_for(asyncio.gather(*waiting), HANG)
+                assert len((await store.load("busy")).messages) == 9
+
+        run(main())
+    finally:
+        stop.set()
+        process.join()
+
+
+def test_a_turn_not_had_within_lock_timeout_is_a_lock_timeout(tmp_path: Path) -> None:
+    async def main() -> None:
+        async with AsyncSessionStore(tmp_path, lock_timeout=0.05) as store:
+            await store.save(StoredSession("a", ("hi",), 0, 0))
+            release = asyncio.Event()
+
+            async def slow(current: StoredSession) -> StoredSession:
+                await release.wait()
+                return current
+
+            updating = asyncio.create_task(store.update("a", slow))
+            await asyncio.sleep(0)
+            with pytest.raises(LockTimeoutError):
+                await asyncio.wait_for(store.append("a", ["x"]), HANG)
+            release.set()
+            await asyncio.wait_for(updating, HANG)
+
+    run(main())
+
+
+def test_a_process_waiting_for_a_busy_session_gets_its_turn() -> None:
+    # Finding 08: a thread appending in a loop starved a forked waiter polling with a
+    # 50 ms cap; each child here appends once with a timeout far above the hold time.
+    directory = tempfile.mkdtemp()
+    store = SessionStore(directory, lock_timeout=5)
+    stop = threading.Event()
+
+    def loop() -> None:
+        i = 0
+        while not stop.is_set():
+            store.append("f", [f"t{i}"], key=f"t{i}")
+            i += 1
+
+    thread = threading.Thread(target=loop)
+    thread.start()
+    failures = 0
+    try:
+        for i in range(PROCESS_WAITERS):
+            pid = os.fork()
+            if pid == 0:  # pragma: no cover - the child
+                try:
+                    SessionStore(directory, lock_timeout=5).append("f", [f"c{i}"], key=f"c{i}")
+                    os._exit(0)
+                except BaseException:
+                    os._exit(1)
+            _, status = os.waitpid(pid, 0)
+            failures += status != 0
+    finally:
+        stop.set()
+        thread.join()
+    assert failures == 0
+    messages = SessionStore(directory).load("f").messages
+    assert all(f"c{i}" in messages for i in range(PROCESS_WAITERS))
+
+
+PROCESS_WAITERS = int(os.environ.get("SESSIONSTORE_ASYNC_PROCESS_WAITERS", "10"))
+"""How many forked processes wait for a busy session's lock (finding 08's repro uses 60)."""

@@ -30,8 +30,19 @@ these choices:
   open file, which the parent still has) and gets fresh thread locks, so a fork
   while another thread is inside ``update`` no longer wedges that session.
 
-Locks are re-entrant within a thread, so ``update``'s function may write the same
-session (or others) without deadlocking.
+Locks are re-entrant per *owner*, so ``update``'s function may write the same
+session (or others) without deadlocking. The owner is the thread
+(``threading.get_ident()``), unless ``LOCK_OWNER`` is set in the current context:
+then it is that token. The async stores set it in the workers that run one call
+chain's work, so a lock taken in one worker on behalf of a call can be re-entered by
+another worker running for the same chain, and released by it (see asyncstore). Sync
+code never sets it and gets exactly the per-thread behaviour.
+
+A timed wait for another process's ``flock`` polls (``flock`` has no timeout):
+with a back-off from 0.1 ms to 2 ms, with jitter, so a waiter tries often enough
+to catch the short gaps of a busy holder (a 50 ms cap let a holder that writes in
+a loop starve other processes for seconds) while still sleeping between tries. A
+wait without bound is a plain blocking ``flock``.
 """
 
 from __future__ import annotations
@@ -41,22 +52,43 @@ import errno
 import fcntl
 import math
 import os
+import random
 import stat
 import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from contextvars import ContextVar
 from pathlib import Path
 
 from sessionstore.atomic import make_directory, open_folder
 
-__all__ = ["LOCK_DIR_NAME", "LOCK_SUFFIX", "SessionLocks", "check_lock_timeout"]
+__all__ = [
+    "LOCK_DIR_NAME",
+    "LOCK_OWNER",
+    "LOCK_SUFFIX",
+    "SessionLocks",
+    "check_lock_timeout",
+    "lock_owner",
+]
 
 LOCK_DIR_NAME = ".locks"
 """Subfolder of the store that holds the lock files."""
 
 LOCK_SUFFIX = ".lock"
 """A session's lock file is ``<id>.lock`` in ``LOCK_DIR_NAME``."""
+
+LOCK_OWNER: ContextVar[object | None] = ContextVar("sessionstore_lock_owner", default=None)
+"""Who holds the locks taken in this context, when not the thread: a token object
+(set by the async stores in the contexts their workers run). Unset: the thread."""
+
+
+def lock_owner() -> object:
+    """The owner of the locks taken now: the context's ``LOCK_OWNER`` token when
+    set, else this thread's ident. Re-entrancy and release go by this owner."""
+    token = LOCK_OWNER.get()
+    return threading.get_ident() if token is None else token
+
 
 _LOCK_FLAGS = os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
 
@@ -88,8 +120,10 @@ class _Entry:
     __slots__ = ("depth", "dir_fd", "fd", "mutex", "owner", "users")
 
     def __init__(self) -> None:
-        self.mutex = threading.Lock()  # held by the owning thread while it holds the flock
-        self.owner: int | None = None  # thread ident of the holder
+        # Held by the owner while it holds the flock. A plain Lock, not an RLock: a
+        # token owner may release it from another thread than the one that took it.
+        self.mutex = threading.Lock()
+        self.owner: object = None  # lock_owner() of the holder
         self.depth = 0  # re-entrant holds of the owner
         self.fd = -1  # the flock'd lock file, while held
         self.dir_fd = -1  # the .locks folder it lives in, while held
@@ -152,7 +186,8 @@ class SessionLocks:
 
     @contextmanager
     def hold(self, key: str, *, discard_if: Callable[[], bool] | None = None) -> Iterator[None]:
-        """Hold the exclusive lock of ``key`` for the ``with`` block; re-entrant per thread.
+        """Hold the exclusive lock of ``key`` for the ``with`` block; re-entrant per owner
+        (``lock_owner()``: the thread, or the context's ``LOCK_OWNER`` token).
 
         Creates the store folder and ``.locks`` when missing. When the outermost
         hold of this thread ends and ``discard_if()`` (of that outermost call) is
@@ -164,7 +199,7 @@ class SessionLocks:
         device, inode = self._folder_identity()
         slot = (device, inode, key)
         name = f"{key}{LOCK_SUFFIX}"
-        me = threading.get_ident()
+        me = lock_owner()
         with _guard:
             registry = _entries
             entry = registry.get(slot)
@@ -288,8 +323,10 @@ def _flock(fd: int, deadline: float | None, timeout: Callable[[], TimeoutError])
     if deadline is None:
         fcntl.flock(fd, fcntl.LOCK_EX)  # waits without bound (Ctrl-C still interrupts)
         return
-    # flock has no timeout of its own: poll with a short, growing back-off.
-    pause = 0.001
+    # flock has no timeout of its own: poll with a short, growing back-off, capped
+    # low (a busy holder frees the lock for short gaps only) and jittered (waiters
+    # of several processes do not poll in step).
+    pause = _FIRST_PAUSE
     while True:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -298,5 +335,13 @@ def _flock(fd: int, deadline: float | None, timeout: Callable[[], TimeoutError])
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 raise timeout() from None
-            time.sleep(min(pause, remaining))
-            pause = min(pause * 2, 0.05)
+            time.sleep(min(pause * random.uniform(0.5, 1.0), remaining))  # noqa: S311
+            pause = min(pause * 2, _MAX_PAUSE)
+
+
+_FIRST_PAUSE = 0.0001
+"""First sleep of a timed flock wait, in seconds."""
+
+_MAX_PAUSE = 0.002
+"""Longest sleep between two tries of a timed flock wait, in seconds (at most ~1000
+tries a second, each one non-blocking flock system call)."""

@@ -161,23 +161,8 @@ class BackendSessionStore:
         timeouts and lost connections.
         """
         validate_session_id(session_id, error=InvalidSessionIdDeleteError)
-        try:
+        with delete_errors(session_id):
             return self.backend.delete(session_id)
-        except SessionDeleteError:
-            raise
-        except TransientError as exc:
-            raise TransientDeleteError(
-                f"could not delete session {session_id!r}: {exc}",
-                session_id=session_id,
-                path=exc.path,
-                errno=getattr(exc, "errno", None),
-            ) from exc
-        except SessionStoreError as exc:
-            raise SessionDeleteError(
-                f"could not delete session {session_id!r}: {exc}",
-                session_id=session_id,
-                path=exc.path,
-            ) from exc
 
     def list(self) -> list[str]:
         """The ids of every stored session, sorted. Temp and lock files never appear."""
@@ -427,6 +412,30 @@ def _validated(session: StoredSession) -> StoredSession:
     return session_adapter().validate_python(
         {name: fields[name] for name in _FIELD_NAMES if name in fields}
     )
+
+
+@contextmanager
+def delete_errors(session_id: str) -> Iterator[None]:
+    """Turn the store errors raised in the block into ``delete``'s: each is a
+    ``SessionDeleteError`` (``TransientDeleteError`` for transient ones: I/O errors,
+    lock timeouts, lost connections). Shared with the async delete."""
+    try:
+        yield
+    except SessionDeleteError:
+        raise
+    except TransientError as exc:
+        raise TransientDeleteError(
+            f"could not delete session {session_id!r}: {exc}",
+            session_id=session_id,
+            path=exc.path,
+            errno=getattr(exc, "errno", None),
+        ) from exc
+    except SessionStoreError as exc:
+        raise SessionDeleteError(
+            f"could not delete session {session_id!r}: {exc}",
+            session_id=session_id,
+            path=exc.path,
+        ) from exc
 
 
 @contextmanager

@@ -10,6 +10,7 @@ from contextlib import contextmanager
 
 from sessionstore.backends.base import content_etag
 from sessionstore.errors import ConflictError, SessionTooLargeError
+from sessionstore.locking import lock_owner
 
 __all__ = ["MemoryBackend"]
 
@@ -27,18 +28,25 @@ os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 class _Slot:
-    __slots__ = ("lock", "users")
+    """One session's lock: re-entrant per owner (``sessionstore.locking.lock_owner``:
+    the thread, or an async call chain's token), so a token owner may take it in one
+    thread and release it in another."""
+
+    __slots__ = ("depth", "free", "owner", "users")
 
     def __init__(self) -> None:
-        self.lock = threading.RLock()
-        self.users = 0
+        self.free = threading.Condition(threading.Lock())
+        self.owner: object = None
+        self.depth = 0
+        self.users = 0  # holders and waiters; the slot is dropped at 0
 
 
 class MemoryBackend:
     """Documents held in this process's memory; lost when it exits. Thread-safe.
 
     Keeps the write contract of ``sessionstore.backends.base`` within the process:
-    one re-entrant lock per session, taken by every write, waited for without bound.
+    one re-entrant lock per session (per thread, or per async call chain), taken by
+    every write, waited for without bound.
     """
 
     def __init__(self, name: str = "memory") -> None:
@@ -60,6 +68,7 @@ class MemoryBackend:
 
     @contextmanager
     def lock(self, session_id: str) -> Iterator[None]:
+        me = lock_owner()
         with self._guard:
             slot = self._slots.get(session_id)
             if slot is None:
@@ -67,8 +76,20 @@ class MemoryBackend:
             slot.users += 1
             slots = self._slots
         try:
-            with slot.lock:
+            with slot.free:
+                if slot.owner != me:
+                    while slot.owner is not None:
+                        slot.free.wait()
+                    slot.owner = me
+                slot.depth += 1
+            try:
                 yield
+            finally:
+                with slot.free:
+                    slot.depth -= 1
+                    if slot.depth == 0:
+                        slot.owner = None
+                        slot.free.notify()
         finally:
             with self._guard:
                 slot.users -= 1
