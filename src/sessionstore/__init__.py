@@ -52,7 +52,7 @@ from sessionstore.store import (
 if TYPE_CHECKING:
     from sessionstore.asyncstore import AsyncMemorySessionStore, AsyncSessionStore
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 _LAZY = {
     "AsyncSessionStore": "sessionstore.asyncstore",
