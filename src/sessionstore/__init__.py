@@ -12,7 +12,6 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from sessionstore.appendlog import AppendResult
 from sessionstore.codec import decode, encode
 from sessionstore.errors import (
     CommitUnknownError,
@@ -50,15 +49,18 @@ from sessionstore.store import (
 )
 
 if TYPE_CHECKING:
+    from sessionstore.appendlog import AppendResult
     from sessionstore.asyncstore import AsyncMemorySessionStore, AsyncSessionStore
 
 __version__ = "0.2.0"
 
 _LAZY = {
+    "AppendResult": "sessionstore.appendlog",
     "AsyncSessionStore": "sessionstore.asyncstore",
     "AsyncMemorySessionStore": "sessionstore.asyncstore",
 }
-"""Names loaded on first use: the async API needs asyncio, which saving and loading do not."""
+"""Names loaded on first use: the append log's policy, and the async API (asyncio), which
+saving and loading do not need."""
 
 
 def __getattr__(name: str) -> Any:

@@ -13,16 +13,8 @@ from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from sessionstore.appendlog import (
-    Append,
-    AppendResult,
-    Target,
-    append_locked,
-    append_session,
-    fold_locked,
-)
 from sessionstore.backends.base import DEFAULT_MAX_BYTES, Backend, content_etag
 from sessionstore.backends.filesystem import FileSystemBackend
 from sessionstore.backends.memory import MemoryBackend
@@ -41,6 +33,10 @@ from sessionstore.errors import (
 )
 from sessionstore.ids import validate_session_id
 from sessionstore.models import MAX_TOKENS, StoredSession, check_text, session_adapter
+
+if TYPE_CHECKING:
+    from sessionstore.appendlog import AppendResult, Target
+
 from sessionstore.records import MAX_KEY_LENGTH
 
 __all__ = [
@@ -234,9 +230,12 @@ class BackendSessionStore:
         if if_match is not None and type(if_match) is not str:
             msg = f"if_match must be an etag string or None, not {if_match!r}"
             raise TypeError(msg)
+        # The append log's policy loads with the first append (import sessionstore stays lean).
+        from sessionstore import appendlog  # noqa: PLC0415
+
         now = datetime.now(timezone.utc)
-        append = Append(added, input_tokens, output_tokens, key, now)
-        return append_session(
+        append = appendlog.Append(added, input_tokens, output_tokens, key, now)
+        return appendlog.append_session(
             self._target(session_id), append, if_match=if_match, lock=self.backend.lock
         )
 
@@ -249,10 +248,14 @@ class BackendSessionStore:
         as the current one). Raises what ``load`` and ``save`` raise.
         """
         validate_session_id(session_id)
+        from sessionstore import appendlog  # noqa: PLC0415  # see append
+
         with self.backend.lock(session_id):
-            return fold_locked(self._target(session_id))
+            return appendlog.fold_locked(self._target(session_id))
 
     def _target(self, session_id: str) -> Target:
+        from sessionstore.appendlog import Target  # noqa: PLC0415  # see append
+
         return Target(self.backend, session_id, self.max_bytes, self._check_size)
 
     def append_messages(
@@ -282,14 +285,16 @@ class BackendSessionStore:
         except ValueError:
             self._refuse_as_the_model_does(session_id, added)
             raise
+        from sessionstore import appendlog  # noqa: PLC0415  # see append
+
         now = datetime.now(timezone.utc)
-        append = Append(added, input_tokens, output_tokens, None, now)
+        append = appendlog.Append(added, input_tokens, output_tokens, None, now)
         with self.backend.lock(session_id):
             # Load first: a session that cannot be loaded (damaged, too new) is refused
             # before anything is written, not after.
             if self.backend.exists(session_id):
                 self.load(session_id)
-            append_locked(self._target(session_id), append, if_match=None)
+            appendlog.append_locked(self._target(session_id), append, if_match=None)
             return self.load(session_id)
 
     def _refuse_as_the_model_does(self, session_id: str, added: tuple[object, ...]) -> None:

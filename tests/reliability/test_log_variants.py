@@ -81,7 +81,6 @@ def _keys_ignored(monkeypatch: pytest.MonkeyPatch) -> None:
         return real(target, plain, if_match=if_match)
 
     # store.append reaches it through appendlog.append_session, append_messages directly.
-    monkeypatch.setattr(store, "append_locked", variant)
     monkeypatch.setattr(appendlog, "append_locked", variant)
 
 
@@ -93,7 +92,6 @@ def _fold(monkeypatch: pytest.MonkeyPatch, store_line: Callable[[Any], bytes | N
         data = encode(decoded.session) if line is None else encode(decoded.session, store_line=line)
         return target.backend.write(target.session_id, target.check_size(decoded.session, data))
 
-    monkeypatch.setattr(store, "fold_locked", variant)
     monkeypatch.setattr(appendlog, "fold_locked", variant)
 
 
