@@ -69,7 +69,10 @@ class SessionStoreError(Exception):
         session_id: str | None = None,
         path: object = None,
     ) -> None:
-        super().__init__(message)
+        if message:
+            super().__init__(message)
+        else:
+            super().__init__()  # args == (), as a bare Exception() has
         self.message = message
         self.session_id = session_id
         self.path = path
@@ -291,11 +294,24 @@ class SessionDeleteError(_OSErrorMixin):
     """
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
-        if len(args) == 2 and isinstance(args[0], int) and "errno" not in kwargs:
-            # The OSError shape the original module's callers may use.
-            number, text = args
-            kwargs["errno"] = number
-            args = (f"[Errno {number}] {text}",)
+        if 2 <= len(args) <= 5 and type(args[0]) is int and "errno" not in kwargs:
+            # The OSError shapes the original module's callers may use:
+            # (errno, strerror[, filename[, winerror[, filename2]]]).
+            like = OSError(*args)
+            filename = args[2] if len(args) > 2 else None
+            super().__init__(
+                str(like),
+                session_id=kwargs.get("session_id"),
+                path=kwargs.get("path", filename),
+                errno=like.errno,
+            )
+            self.args = like.args
+            self.strerror, self.filename, self.filename2 = (
+                like.strerror,
+                like.filename,
+                like.filename2,
+            )
+            return
         super().__init__(*args, **kwargs)
 
 

@@ -48,7 +48,7 @@ from sessionstore.backends.filesystem import (
     describe_mode,
     quarantined_session_id,
 )
-from sessionstore.codec import DecodedSession, decode_document, encode
+from sessionstore.codec import DecodedSession, decode_document, encode, encode_folded
 from sessionstore.errors import (
     ConflictError,
     CorruptSessionError,
@@ -1072,31 +1072,42 @@ def copy_store(
     """
     for session_id in _store_ids(source, ids):
         try:
-            session = source.load(session_id)
+            decoded = source.load_document(session_id)
         except SessionStoreError as exc:
             yield session_id, "failed", f"does not load from the source: {exc}"
             continue
         try:
-            yield (session_id, *_copy_one(session, target, overwrite=overwrite, dry_run=dry_run))
+            yield (session_id, *_copy_one(decoded, target, overwrite=overwrite, dry_run=dry_run))
         except SessionStoreError as exc:
             yield session_id, "failed", str(exc)
 
 
 def _copy_one(
-    session: StoredSession, target: BackendSessionStore, *, overwrite: bool, dry_run: bool
+    decoded: DecodedSession, target: BackendSessionStore, *, overwrite: bool, dry_run: bool
 ) -> tuple[str, str]:
+    session = decoded.session
     session_id = session.session_id
+    # A session with append records or a fold's store line is copied folded, with its
+    # etag and its append keys: a retried append is still exactly-once in the target,
+    # and an etag read from the source still matches there.
+    folded = (
+        target._check_size(session, encode_folded(session, etag=decoded.etag, keys=decoded.keys))
+        if decoded.records or decoded.folded_store
+        else None
+    )
     etag: str | None = None
     existing: StoredSession | SessionStoreError | None
+    existing_keys: object = None
     try:
-        existing, etag = target.load_with_etag(session_id)
+        found = target.load_document(session_id)
+        existing, etag, existing_keys = found.session, found.etag, found.keys
     except SessionNotFoundError:
         existing = None
     except (CorruptSessionError, SchemaVersionError, SessionRefusedError) as exc:
         raw = target.backend.read(session_id, max_bytes=target.max_bytes)
         etag = None if raw is None else content_etag(raw)
         existing = exc
-    if existing == session:
+    if existing == session and existing_keys == decoded.keys:
         return "identical", ""
     if existing is not None:
         difference = (
@@ -1112,14 +1123,20 @@ def _copy_one(
         if dry_run:
             return "would-overwrite", f"would replace a different session ({difference})"
         try:
-            target.save(session, if_match=etag)
+            if folded is None:
+                target.save(session, if_match=etag)
+            else:
+                target.backend.write(session_id, folded, if_match=etag)
         except ConflictError:
             return "refused", "the target changed during the copy; it was left as it is"
         return _verified(session, target, "overwritten", f"replaced ({difference})")
     if dry_run:
         return "would-copy", ""
     try:
-        target.create(session)
+        if folded is None:
+            target.create(session)
+        else:
+            target.backend.create(session_id, folded)
     except ConflictError:
         return "refused", "the target got a session of this id during the copy; left as it is"
     return _verified(session, target, "copied", "")

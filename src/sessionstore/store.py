@@ -137,6 +137,12 @@ class BackendSessionStore:
         location = self.backend.location(session_id)
         return decode_document(data, session_id=session_id, path=location).session, data
 
+    def load_document(self, session_id: str) -> DecodedSession:
+        """The decoded document, for tools: the session with its etag, the version it was
+        stored in, its append records and torn tail, and the append keys it remembers.
+        Raises what ``load`` raises."""
+        return self._decode(session_id)
+
     def _decode(self, session_id: str) -> DecodedSession:
         validate_session_id(session_id, error=InvalidSessionIdLoadError)
         data = self._read(session_id)

@@ -97,7 +97,7 @@ def describe(params: dict[str, str]) -> str:
 
 _SECRET_PATTERNS = (
     # key=value form: password=secret or password='se cret'
-    re.compile(r"(password\s*=\s*)('(?:[^'\\]|\\.)*'?|\S+)", re.IGNORECASE),
+    re.compile(r"(password\s*=\s*)('(?:[^'\\]|\\.)*'?|[^\s']+)", re.IGNORECASE),
     # URL form: scheme://user:secret@host
     re.compile(r"(://[^:/@\s]*:)([^@\s]*)(@)"),
 )

@@ -48,7 +48,8 @@ def compact(ctx: Context) -> int:
                 action=action,
                 version=report.schema_version,
                 problem=problem,
-                records=report.records,
+                # Records folded: those of a session left as it was do not count.
+                records=report.records if action in ("compacted", "would-compact") else 0,
                 torn_bytes=report.torn_bytes,
             )
             if action == "compacted":

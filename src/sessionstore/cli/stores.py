@@ -45,7 +45,9 @@ class UsageError(Exception):
 
 
 _URL_PASSWORD = re.compile(r"(?P<head>[a-zA-Z][a-zA-Z0-9+.-]*://[^:/@\s]*):[^@\s]*@")
-_KEYWORD_PASSWORD = re.compile(r"(?i)(?P<head>\bpassword\s*=\s*)('(?:[^'\\]|\\.)*'|[^\s]+)")
+# An unquoted value stops at a quote too: in a shell-quoted DSN ('... password=x') the
+# closing quote is the shell's, and must stay for the command to be pasted back.
+_KEYWORD_PASSWORD = re.compile(r"(?i)(?P<head>\bpassword\s*=\s*)('(?:[^'\\]|\\.)*'|[^\s']+)")
 
 
 class Redactor:

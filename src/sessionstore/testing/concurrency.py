@@ -463,9 +463,7 @@ def record_history(
         ]
         for process in processes:
             process.start()
-        try:
-            barrier.wait(timeout)
-        except threading.BrokenBarrierError:
+        if not _start_together(barrier, processes, timeout):
             failures.append("the worker processes did not all start (see their reports below)")
     history, local_failures = _run_workers(
         stores,
@@ -480,13 +478,7 @@ def record_history(
     # A child reports its own hung threads at its own deadline, which started after
     # it was spawned: give it that long again before counting it as lost.
     deadline += timeout
-    for _ in processes:
-        try:
-            prefix, child_history, child_failures = results.get(
-                timeout=max(0.1, deadline - time.monotonic())
-            )
-        except Exception:  # queue.Empty: a child hung or died
-            break
+    for prefix, child_history, child_failures in _reports(results, processes, deadline):
         reported.add(prefix)
         history += child_history
         failures += child_failures
@@ -506,6 +498,45 @@ def record_history(
             session_id, "load", None, None, functools.partial(subject.store.load, session_id)
         )
     return history + final.history, failures, len(reported) == len(processes)
+
+
+def _start_together(barrier: Any, processes: list[Any], timeout: float) -> bool:
+    """Release the workers together once all wait at ``barrier``; False (and the barrier
+    broken, so none starts) when one dies first or they are not all there in time."""
+    deadline = time.monotonic() + timeout
+    while barrier.n_waiting < len(processes):
+        if any(process.exitcode is not None for process in processes):
+            barrier.abort()
+            return False
+        if time.monotonic() > deadline:
+            barrier.abort()
+            return False
+        time.sleep(0.01)  # polling a child's start-up: no event to wait on across processes
+    try:
+        barrier.wait(timeout)
+    except threading.BrokenBarrierError:
+        return False
+    return True
+
+
+def _reports(results: Any, processes: list[Any], deadline: float) -> Iterator[Any]:
+    """The workers' reports as they come, until every worker reported, or the rest died
+    without a report, or ``deadline`` passed (a hung worker)."""
+    for _ in processes:
+        while True:
+            try:
+                yield results.get(timeout=min(0.5, max(0.01, deadline - time.monotonic())))
+                break
+            except Exception:  # queue.Empty: nothing yet
+                if time.monotonic() > deadline:
+                    return
+                if all(process.exitcode is not None for process in processes):
+                    # All gone: what they sent has arrived by now, or never will.
+                    try:
+                        yield results.get(timeout=1.0)
+                    except Exception:
+                        return
+                    break
 
 
 def check_concurrent_history(subject: StoreUnderTest, sizes: Sizes | None = None) -> list[str]:
