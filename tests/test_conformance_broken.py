@@ -56,6 +56,18 @@ from sessionstore.testing.limits import check_max_bytes
 TIMINGS: dict[str, float] = {}
 
 
+def _searching_hard_enough(base: settings) -> settings:
+    """The machine's settings, with at least the ``ci`` profile's search (a smaller
+    profile, as CI uses on the other Pythons, must not let a broken store pass), and no
+    example database: each run must find the bug afresh, as on a new checkout."""
+    return settings(
+        base,
+        database=None,
+        max_examples=max(60, base.max_examples),
+        stateful_step_count=max(50, base.stateful_step_count),
+    )
+
+
 class _Wrapper:
     """A backend that forwards everything to ``inner``; subclasses break one method."""
 
@@ -224,7 +236,7 @@ def test_the_state_machine_catches_it_and_names_real_ids(wrapper: type[_Wrapper]
     with timed(f"state machine: {wrapper.__name__}"), pytest.raises(CAUGHT) as caught:
         # No example database: each run must find the bug afresh, as on a new checkout.
         run_state_machine_as_test(
-            machine, settings=settings(machine.TestCase.settings, database=None)
+            machine, settings=_searching_hard_enough(machine.TestCase.settings)
         )
     steps = "\n".join(getattr(caught.value, "__notes__", []))
     assert "state = " in steps, steps
@@ -366,7 +378,7 @@ def test_the_state_machine_catches_a_broken_append(store_class: type[BackendSess
     machine = make_state_machine(memory_store(store_class), name=name)
     with timed(f"state machine: {store_class.__name__}"), pytest.raises(CAUGHT) as caught:
         run_state_machine_as_test(
-            machine, settings=settings(machine.TestCase.settings, database=None)
+            machine, settings=_searching_hard_enough(machine.TestCase.settings)
         )
     steps = "\n".join(getattr(caught.value, "__notes__", []))
     assert "state = " in steps, steps
