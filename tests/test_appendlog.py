@@ -10,6 +10,8 @@ import dataclasses
 import errno
 import json
 import os
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -27,7 +29,7 @@ from sessionstore import (
     SessionWriteError,
     StoredSession,
 )
-from sessionstore.appendlog import FOLD_MINIMUM, AppendResult
+from sessionstore.appendlog import FOLD_MINIMUM, AppendResult, fold_threshold
 from sessionstore.asyncstore import AsyncMemorySessionStore, AsyncSessionStore
 from sessionstore.backends import filesystem
 from sessionstore.backends.base import content_etag
@@ -261,7 +263,7 @@ def test_appends_fold_automatically_and_the_file_stays_bounded(files: SessionSto
     data = file_of(files, "s").read_bytes()
     records = data[data.index(b"\n}\n") + 3 :]
     assert STORE_LINE_PREFIX in data
-    assert len(records) <= FOLD_MINIMUM + 200
+    assert len(records) <= fold_threshold(len(data) - len(records)) + 200
     assert len(files.load("s").messages) == 400
 
 
@@ -518,6 +520,90 @@ def test_append_messages_to_a_damaged_session_writes_nothing(files: SessionStore
     path.write_bytes(damaged)
     with pytest.raises(CorruptSessionError):
         files.append_messages("s", ["more"])
+    with pytest.raises(CorruptSessionError):
+        files.append("s", ["more"])
+    assert path.read_bytes() == damaged
+
+
+# --- what an append remembers between appends (flat cost with many records) ------------
+
+
+@pytest.mark.parametrize("store", ["file", "memory", "postgres"], indirect=True)
+def test_update_keeps_the_keys_its_own_function_appended(store: BackendSessionStore) -> None:
+    store.append("s", ["first"], key="outer")
+
+    def fn(current: StoredSession) -> StoredSession:
+        # The lock is re-entrant: the function may append to the session it updates.
+        store.append("s", ["inside"], key="inner")
+        return dataclasses.replace(store.load("s"), metadata={"updated": True})
+
+    store.update("s", fn)
+    assert store.append("s", ["inside"], key="inner").replayed
+    assert store.append("s", ["first"], key="outer").replayed
+    session = store.load("s")
+    assert session.messages == ("first", "inside")
+    assert session.metadata == {"updated": True}
+
+
+def _count_tail_reads(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    calls: list[str] = []
+    real = filesystem.FileSystemBackend.read_tail
+
+    def spy(self: filesystem.FileSystemBackend, session_id: str, *, max_bytes: int) -> object:
+        calls.append(session_id)
+        return real(self, session_id, max_bytes=max_bytes)
+
+    monkeypatch.setattr(filesystem.FileSystemBackend, "read_tail", spy)
+    return calls
+
+
+def test_appends_of_one_process_do_not_read_the_records_again(
+    files: SessionStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    reads = _count_tail_reads(monkeypatch)
+    files.save(StoredSession("s", ["snap"], 0, 0))
+    files.append("s", ["r0"], key="k0")
+    assert reads == ["s"]
+    results = [files.append("s", [f"r{i}"], key=f"k{i}") for i in range(1, 6)]
+    assert reads == ["s"], "the appends after the first read no tail"
+    # What they remembered is what the file says: keys replay, counts and etags match.
+    assert files.append("s", ["r3"], key="k3") == dataclasses.replace(results[2], replayed=True)
+    assert files.append("s", ["r0"], key="k0").replayed
+    session, etag = files.load_with_etag("s")
+    assert session.messages == ("snap", "r0", "r1", "r2", "r3", "r4", "r5")
+    assert etag == results[-1].etag
+    files.compact("s")
+    files.append("s", ["after the fold"])
+    assert reads == ["s", "s"], "a fold replaced the file: the next append reads it"
+
+
+def test_an_append_after_another_process_appended_reads_the_tail_again(
+    files: SessionStore,
+) -> None:
+    files.append("s", ["mine 0"], key="m0")
+    files.append("s", ["mine 1"], key="m1")
+    code = (
+        "import sys; from sessionstore import SessionStore; "
+        "SessionStore(sys.argv[1]).append('s', ['theirs'], key='t0')"
+    )
+    subprocess.run([sys.executable, "-c", code, str(files.directory)], check=True)
+    third = files.append("s", ["mine 2"], key="m2")
+    session, etag = files.load_with_etag("s")
+    assert session.messages == ("mine 0", "mine 1", "theirs", "mine 2")
+    assert etag == third.etag
+    assert third.message_count == 4
+    assert files.append("s", ["theirs"], key="t0").replayed
+
+
+def test_an_append_after_the_last_record_was_rewritten_in_place_reads_it_again(
+    files: SessionStore,
+) -> None:
+    path, _, _ = _file_with_records(files, 3)
+    data = path.read_bytes()
+    # Same inode, same size, other last line: a record of another append.
+    damaged = data.replace(b'"r2"', b'"rZ"')
+    with path.open("r+b") as handle:
+        handle.write(damaged)
     with pytest.raises(CorruptSessionError):
         files.append("s", ["more"])
     assert path.read_bytes() == damaged

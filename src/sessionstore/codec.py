@@ -16,9 +16,11 @@ bytes came from.
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import json
 import re
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from typing import Any
 
 import orjson
@@ -245,33 +247,60 @@ def _merge_records(
         raise _corrupt(session_id, path, exc.reason, str(exc)) from None
     if chain.records:
         last = chain.records[-1]
-        added: list[str] = []
-        for record in chain.records:
-            added += record["messages"]
-        try:
-            session = session_adapter().validate_python(
-                {
-                    **session.__dict__,
-                    "messages": (*session.messages, *added),
-                    "input_tokens": last["input_tokens"],
-                    "output_tokens": last["output_tokens"],
-                    "updated_at": last["updated_at"],
-                },
-                context=DECODED_TEXT,
+        added = tuple(itertools.chain.from_iterable(record["messages"] for record in chain.records))
+        updated_at = _record_time(last["updated_at"])
+        if updated_at is not None:
+            # Every field the records change was checked by ``read_chain`` (token
+            # totals in range, messages strings, which the parser found free of lone
+            # surrogates) or just now (the time): a copy with them is what the model
+            # would build, without validating the snapshot's fields a second time.
+            merged = object.__new__(StoredSession)
+            merged.__dict__.update(
+                session.__dict__,
+                messages=session.messages + added,
+                input_tokens=last["input_tokens"],
+                output_tokens=last["output_tokens"],
+                updated_at=updated_at,
             )
-        except ValidationError as exc:
-            raise _corrupt(session_id, path, "invalid-fields", _describe(exc)) from None
-    etag = chain.records[-1]["hash"] if chain.records else snapshot_etag
-    return _with(
-        decoded,
+        else:
+            try:
+                merged = session_adapter().validate_python(
+                    {
+                        **session.__dict__,
+                        "messages": session.messages + added,
+                        "input_tokens": last["input_tokens"],
+                        "output_tokens": last["output_tokens"],
+                        "updated_at": last["updated_at"],
+                    },
+                    context=DECODED_TEXT,
+                )
+            except ValidationError as exc:
+                raise _corrupt(session_id, path, "invalid-fields", _describe(exc)) from None
+        session = merged
+    decoded_with_records = object.__new__(DecodedSession)
+    decoded_with_records.__dict__.update(
+        decoded.__dict__,
         session=session,
-        known_etag=etag,
+        known_etag=chain.records[-1]["hash"] if chain.records else snapshot_etag,
         stored=data,
         records=len(chain.records),
         torn_bytes=layout.torn,
         folded_store=store is not None,
         keys=chain.keys,
     )
+    return decoded_with_records
+
+
+def _record_time(text: str) -> datetime | None:
+    """A record's ``updated_at`` as the append log writes it (``...+00:00``, with or
+    without microseconds) as a UTC datetime; None for any other text (the model then
+    decides)."""
+    if len(text) not in (25, 32) or text[10] != "T" or not text.endswith("+00:00"):
+        return None
+    try:
+        return datetime.fromisoformat(text).astimezone(timezone.utc)
+    except ValueError:
+        return None
 
 
 _PLAIN_DEFAULTS = {

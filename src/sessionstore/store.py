@@ -37,7 +37,7 @@ from sessionstore.models import MAX_TOKENS, StoredSession, check_text, session_a
 if TYPE_CHECKING:
     from sessionstore.appendlog import AppendResult, Target
 
-from sessionstore.records import MAX_KEY_LENGTH
+from sessionstore.records import MAX_KEY_LENGTH, KeyResult
 
 __all__ = [
     "DEFAULT_MAX_BYTES",
@@ -196,10 +196,23 @@ class BackendSessionStore:
                     f"to {new.session_id!r}"
                 )
                 raise ValueError(msg)
-            # The append keys stay remembered, so a retried append is still exactly-once.
-            data = encode_folded(new, etag=None, keys=decoded.keys) if decoded.keys else encode(new)
+            # The append keys stay remembered, so a retried append is still exactly-once:
+            # those stored now, which include any that fn's own appends added.
+            keys = self._keys_after(session_id, decoded)
+            data = encode_folded(new, etag=None, keys=keys) if keys else encode(new)
             self.backend.write(session_id, self._check_size(new, data))
         return new
+
+    def _keys_after(self, session_id: str, before: DecodedSession) -> dict[str, KeyResult]:
+        """The append keys the session remembers now, under its lock. The lock is
+        re-entrant: ``update``'s function may have appended to the session itself."""
+        data = self.backend.read(session_id, max_bytes=self.max_bytes)
+        if data is None or data == before.stored:
+            return before.keys
+        try:
+            return decode_document(data, session_id=session_id).keys
+        except SessionStoreError:
+            return before.keys  # fn left it unloadable; the write below replaces it
 
     def append(  # the issue's signature: messages and five options
         self,

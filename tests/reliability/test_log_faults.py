@@ -64,7 +64,8 @@ LOG_CALLS = (
     "lseek",
 )
 BIG = 17_000
-"""A message this long takes the records past the 16 KiB fold threshold at once."""
+"""A message this long takes the records past the fold threshold (4 KiB, or a tenth of
+the snapshot) at once."""
 
 
 def _open_fds() -> set[str]:

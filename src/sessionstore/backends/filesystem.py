@@ -198,7 +198,12 @@ class FileSystemBackend:
                 ) from exc
             yield
 
-    def read(self, session_id: str, *, max_bytes: int) -> bytes | None:
+    def _open_session_file(
+        self, session_id: str, max_bytes: int
+    ) -> tuple[int, os.stat_result] | None:
+        """The session file's descriptor (never through a link) and its ``fstat``; None
+        when there is no file. Raises ``NotARegularFileError``, ``SessionTooLargeError``
+        (past ``max_bytes``) and ``SessionReadError``; the descriptor is closed then."""
         # A plain string path (pathlib's joins cost more than the read of a small
         # file); the ``Path`` is made only for an error.
         try:
@@ -206,13 +211,26 @@ class FileSystemBackend:
         except FileNotFoundError:
             return None
         except OSError as exc:
-            # Named as _open_existing names it; the open is not tried again.
             raise self._open_error(session_id, self.location(session_id), exc) from None
         try:
             info = os.fstat(fd)
-            size = info.st_size
-            if not stat.S_ISREG(info.st_mode) or size > max_bytes:
+            if not stat.S_ISREG(info.st_mode) or info.st_size > max_bytes:
                 self._regular_file_info(session_id, self.location(session_id), fd, max_bytes)
+        except OSError as exc:
+            _close_quietly(fd)
+            raise self._read_error(session_id, self.location(session_id), exc) from exc
+        except BaseException:
+            _close_quietly(fd)
+            raise
+        return fd, info
+
+    def read(self, session_id: str, *, max_bytes: int) -> bytes | None:
+        opened = self._open_session_file(session_id, max_bytes)
+        if opened is None:
+            return None
+        fd, info = opened
+        try:
+            size = info.st_size
             # One read() of the size fstat gave and one byte more: exactly that size
             # back is the whole file; anything else (it grew or shrank meanwhile, a
             # short read) reads on to the end, as ``read_at_most`` does.
@@ -232,18 +250,12 @@ class FileSystemBackend:
         """The end of the session's file, for an append: its first bytes, and its last
         bytes back to the line before the snapshot's closing brace (the records, a
         fold's store line). None when there is no file. Raises what ``read`` raises."""
-        try:
-            fd = os.open(f"{self._path}/{session_id}{SUFFIX}", _READ_FLAGS)
-        except FileNotFoundError:
+        opened = self._open_session_file(session_id, max_bytes)
+        if opened is None:
             return None
-        except OSError as exc:
-            # Named as _open_existing names it; the open is not tried again.
-            raise self._open_error(session_id, self.location(session_id), exc) from None
+        fd, info = opened
         try:
-            info = os.fstat(fd)
             size = info.st_size
-            if not stat.S_ISREG(info.st_mode) or size > max_bytes:
-                self._regular_file_info(session_id, self.location(session_id), fd, max_bytes)
             chunk = 1 << 16
             data, offset = b"", size
             found, lines, pos = -1, 0, -1
@@ -285,24 +297,55 @@ class FileSystemBackend:
 
     def append_record(
         self, session_id: str, line: bytes, *, identity: object, size: int, keep: int
-    ) -> None:
+    ) -> object:
         """Add ``line`` at the end of the session's file with one ``write()`` on an
         ``O_APPEND`` descriptor, after cutting the file to ``keep`` bytes (a torn tail),
         then fdatasync (with ``durable``). The caller holds the lock and read the file
-        at ``size`` bytes (and ``identity``, when not None). Raises ``SessionWriteError``
+        at ``size`` bytes (and ``identity``, when not None). Returns the file's stamp
+        after the append (see ``unchanged_since``). Raises ``SessionWriteError``
         (nothing added: the file is cut back to ``keep``) and ``CommitUnknownError``
         when the flush fails (the record may or may not survive a crash: retry with
         the same key)."""
         path = self.location(session_id)
-        with self.lock(session_id):
+        try:
+            fd = os.open(path, _APPEND_FLAGS)
+        except OSError as exc:
+            raise self._append_error(session_id, path, exc) from exc
+        try:
+            self._append(session_id, path, fd, line, identity=identity, size=size, keep=keep)
             try:
-                fd = os.open(path, _APPEND_FLAGS)
-            except OSError as exc:
-                raise self._append_error(session_id, path, exc) from exc
-            try:
-                self._append(session_id, path, fd, line, identity=identity, size=size, keep=keep)
-            finally:
-                _close_quietly(fd)
+                return _stamp(os.fstat(fd))
+            except OSError:
+                return None  # appended all the same; the next append reads the tail
+        finally:
+            _close_quietly(fd)
+
+    def unchanged_since(self, session_id: str, stamp: object, tail: bytes) -> bool:
+        """True when the session's file has the ``stamp`` an append returned (the same
+        inode, size, modification and change times) and still ends with ``tail``:
+        nobody wrote it since, so its state need not be read again. The change time
+        is set by the kernel on every write, truncation or rename of the file and
+        cannot be set back by anyone. False when it differs or is gone; raises what
+        ``read`` raises."""
+        if stamp is None:
+            return False
+        try:
+            fd = os.open(f"{self._path}/{session_id}{SUFFIX}", _READ_FLAGS)
+        except FileNotFoundError:
+            return False
+        except OSError as exc:
+            raise self._open_error(session_id, self.location(session_id), exc) from None
+        try:
+            info = os.fstat(fd)
+            return (
+                _stamp(info) == stamp
+                and stat.S_ISREG(info.st_mode)
+                and os.pread(fd, len(tail), info.st_size - len(tail)) == tail
+            )
+        except OSError as exc:
+            raise self._read_error(session_id, self.location(session_id), exc) from exc
+        finally:
+            _close_quietly(fd)
 
     def _append(
         self,
@@ -387,16 +430,6 @@ class FileSystemBackend:
         if info.st_size > max_bytes:
             raise _too_large(session_id, path, info.st_size, max_bytes)
         return info
-
-    def _open_existing(self, session_id: str, path: Path, flags: int) -> int | None:
-        """A descriptor of the session's file; None when there is none. Never follows a
-        link. Raises ``NotARegularFileError`` (a link, a socket) and ``SessionReadError``."""
-        try:
-            return os.open(path, flags)
-        except FileNotFoundError:
-            return None
-        except OSError as exc:
-            raise self._open_error(session_id, path, exc) from None
 
     def _open_error(
         self, session_id: str, path: Path, exc: OSError
@@ -1128,6 +1161,11 @@ def _free_name(base: str, dir_fd: int) -> str:
             return target
         counter += 1
         target = f"{base}.{counter}"
+
+
+def _stamp(info: os.stat_result) -> tuple[int, int, int, int, int]:
+    """What tells a file's bytes unchanged: its identity, size, mtime and ctime."""
+    return (info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns, info.st_ctime_ns)
 
 
 def _close_quietly(fd: int) -> None:
