@@ -16,7 +16,6 @@ bytes came from.
 from __future__ import annotations
 
 import dataclasses
-import itertools
 import json
 import re
 from dataclasses import dataclass, field
@@ -245,9 +244,9 @@ def _merge_records(
         )
     except RecordError as exc:
         raise _corrupt(session_id, path, exc.reason, str(exc)) from None
-    if chain.records:
-        last = chain.records[-1]
-        added = tuple(itertools.chain.from_iterable(record["messages"] for record in chain.records))
+    last = chain.last
+    if last is not None:
+        added = tuple(chain.messages)
         updated_at = _record_time(last["updated_at"])
         if updated_at is not None:
             # Every field the records change was checked by ``read_chain`` (token
@@ -281,9 +280,9 @@ def _merge_records(
     decoded_with_records.__dict__.update(
         decoded.__dict__,
         session=session,
-        known_etag=chain.records[-1]["hash"] if chain.records else snapshot_etag,
+        known_etag=snapshot_etag if last is None else last["hash"],
         stored=data,
-        records=len(chain.records),
+        records=chain.count,
         torn_bytes=layout.torn,
         folded_store=store is not None,
         keys=chain.keys,

@@ -177,26 +177,32 @@ class FileSystemBackend:
     def _hold(
         self, session_id: str, *, discard_if: Callable[[], bool] | None = None
     ) -> Iterator[None]:
-        with contextlib.ExitStack() as stack:
-            try:
-                stack.enter_context(self._locks.hold(session_id, discard_if=discard_if))
-            except TimeoutError as exc:
-                raise LockTimeoutError(
-                    f"session {session_id!r} in {self.directory}: {exc.strerror or exc}; "
-                    "another writer holds it (raise lock_timeout, or find the stuck process)",
-                    session_id=session_id,
-                    path=self._locks.path_for(session_id),
-                ) from exc
-            except OSError as exc:
-                raise SessionWriteError(
-                    f"session {session_id!r} ({self.location(session_id)}): cannot lock it: "
-                    f"{exc.strerror or exc} (lock file {self._locks.path_for(session_id)}); "
-                    "nothing was changed",
-                    session_id=session_id,
-                    path=self.location(session_id),
-                    errno=exc.errno,
-                ) from exc
+        held = self._locks.hold(session_id, discard_if=discard_if)
+        try:
+            held.__enter__()
+        except TimeoutError as exc:
+            raise LockTimeoutError(
+                f"session {session_id!r} in {self.directory}: {exc.strerror or exc}; "
+                "another writer holds it (raise lock_timeout, or find the stuck process)",
+                session_id=session_id,
+                path=self._locks.path_for(session_id),
+            ) from exc
+        except OSError as exc:
+            raise SessionWriteError(
+                f"session {session_id!r} ({self.location(session_id)}): cannot lock it: "
+                f"{exc.strerror or exc} (lock file {self._locks.path_for(session_id)}); "
+                "nothing was changed",
+                session_id=session_id,
+                path=self.location(session_id),
+                errno=exc.errno,
+            ) from exc
+        try:
             yield
+        except BaseException as exc:
+            if not held.__exit__(type(exc), exc, exc.__traceback__):
+                raise
+        else:
+            held.__exit__(None, None, None)
 
     def _open_session_file(
         self, session_id: str, max_bytes: int
