@@ -132,7 +132,30 @@ def encode_folded(session: StoredSession, *, etag: str | None, keys: dict[str, K
 
 def decode(data: bytes, *, session_id: str | None = None, path: object = None) -> StoredSession:
     """Decode stored bytes to the current model; see ``decode_document``."""
+    if _is_plain_snapshot(data):
+        # The commonest file, and what ``load`` reads most: the session alone, without
+        # the ``DecodedSession`` around it.
+        try:
+            session = session_adapter().validate_json(data, context=DECODED_TEXT)
+        except ValidationError:
+            pass  # the full pipeline names the problem precisely
+        else:
+            _check_id(session, session_id, path)
+            return session
     return decode_document(data, session_id=session_id, path=path).session
+
+
+def _is_plain_snapshot(data: bytes) -> bool:
+    """True for a snapshot as ``encode`` writes it, alone: no store line, no records, no
+    torn tail (what ``split_layout`` would find), told in a few comparisons."""
+    return (
+        data.endswith(SNAPSHOT_END)
+        and data.startswith(CURRENT_PREFIX)
+        and find_snapshot_end(data) == len(data) - len(SNAPSHOT_END)
+        and not data.startswith(
+            STORE_LINE_PREFIX, data.rfind(b"\n", 0, len(data) - len(SNAPSHOT_END)) + 1
+        )
+    )
 
 
 def decode_document(
@@ -150,17 +173,9 @@ def decode_document(
     including append records that are damaged, out of order or not chained to the
     snapshot (a torn last line, an append that never finished, is ignored).
     """
-    if (
-        data.endswith(SNAPSHOT_END)
-        and data.startswith(CURRENT_PREFIX)
-        and find_snapshot_end(data) == len(data) - len(SNAPSHOT_END)
-        and not data.startswith(
-            STORE_LINE_PREFIX, data.rfind(b"\n", 0, len(data) - len(SNAPSHOT_END)) + 1
-        )
-    ):
-        # The commonest file, a plain snapshot as ``encode`` writes it (what
-        # ``split_layout`` would find: no store line, no records, no torn tail):
-        # one validation of the bytes as they are.
+    if _is_plain_snapshot(data):
+        # The commonest file, a plain snapshot as ``encode`` writes it: one validation
+        # of the bytes as they are.
         try:
             session = session_adapter().validate_json(data, context=DECODED_TEXT)
         except ValidationError:

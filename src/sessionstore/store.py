@@ -9,6 +9,7 @@ runs under the backend's per-session lock.
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from datetime import datetime, timezone
@@ -18,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 from sessionstore.backends.base import DEFAULT_MAX_BYTES, Backend, content_etag
 from sessionstore.backends.filesystem import FileSystemBackend
 from sessionstore.backends.memory import MemoryBackend
-from sessionstore.codec import DecodedSession, decode_document, encode, encode_folded
+from sessionstore.codec import DecodedSession, decode, decode_document, encode, encode_folded
 from sessionstore.errors import (
     CommitUnknownError,
     InvalidSessionIdDeleteError,
@@ -54,6 +55,22 @@ __all__ = [
 
 DEFAULT_SESSION_DIR = Path(".port_sessions")
 """The folder the seed-compatible functions use when given none."""
+
+
+class _KeyedAppends:
+    """How many keyed appends this process has started (any store, any session): an
+    ``update`` whose function made one re-reads the keys before it writes."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self._lock = threading.Lock()
+
+    def add(self) -> None:
+        with self._lock:
+            self.count += 1
+
+
+_KEYED = _KeyedAppends()
 
 
 class BackendSessionStore:
@@ -135,7 +152,7 @@ class BackendSessionStore:
         validate_session_id(session_id, error=InvalidSessionIdLoadError)
         data = self._read(session_id)
         location = self.backend.location(session_id)
-        return decode_document(data, session_id=session_id, path=location).session, data
+        return decode(data, session_id=session_id, path=location), data
 
     def load_document(self, session_id: str) -> DecodedSession:
         """The decoded document, for tools: the session with its etag, the version it was
@@ -185,6 +202,7 @@ class BackendSessionStore:
         validate_session_id(session_id)
         with self.backend.lock(session_id):
             decoded = self._decode(session_id)
+            keyed_before = _KEYED.count
             new = fn(decoded.session)
             if not isinstance(new, StoredSession):
                 msg = f"update function returned {type(new).__name__}, not StoredSession"
@@ -197,22 +215,28 @@ class BackendSessionStore:
                 )
                 raise ValueError(msg)
             # The append keys stay remembered, so a retried append is still exactly-once:
-            # those stored now, which include any that fn's own appends added.
-            keys = self._keys_after(session_id, decoded)
+            # those stored now, with any that fn's own keyed appends added.
+            keys = (
+                decoded.keys
+                if _KEYED.count == keyed_before
+                else self._keys_now(session_id, decoded)
+            )
             data = encode_folded(new, etag=None, keys=keys) if keys else encode(new)
             self.backend.write(session_id, self._check_size(new, data))
         return new
 
-    def _keys_after(self, session_id: str, before: DecodedSession) -> dict[str, KeyResult]:
-        """The append keys the session remembers now, under its lock. The lock is
-        re-entrant: ``update``'s function may have appended to the session itself."""
-        data = self.backend.read(session_id, max_bytes=self.max_bytes)
-        if data is None or data == before.stored:
-            return before.keys
+    def _keys_now(self, session_id: str, before: DecodedSession) -> dict[str, KeyResult]:
+        """The append keys the session remembers now, under its lock: ``update``'s
+        function made keyed appends (the lock is re-entrant), maybe to this session."""
         try:
+            data = self.backend.read(session_id, max_bytes=self.max_bytes)
+            if data is None or data == before.stored:
+                return before.keys
             return decode_document(data, session_id=session_id).keys
         except SessionStoreError:
-            return before.keys  # fn left it unloadable; the write below replaces it
+            # fn left it unreadable or the connection broke: the write that follows
+            # replaces it, or reports the failure as a write's.
+            return before.keys
 
     def append(  # the issue's signature: messages and five options
         self,
@@ -254,6 +278,8 @@ class BackendSessionStore:
 
         now = datetime.now(timezone.utc)
         append = appendlog.Append(added, input_tokens, output_tokens, key, now)
+        if key is not None:
+            _KEYED.add()
         return appendlog.append_session(
             self._target(session_id), append, if_match=if_match, lock=self.backend.lock
         )
