@@ -17,10 +17,12 @@ backend refuses it (the session moved on), it falls back to ``append_locked``.
 A fold rewrites snapshot + records as one snapshot with the backend's atomic
 write. It keeps the etag (the session did not change) and the append keys. It
 runs on its own (``compact``) and after an append once the records pass
-``max(4 KiB, snapshot / 10)`` bytes: a load checks records about five times slower
-per byte than it validates a snapshot, so a tenth keeps a load within about 1.3x of
-the folded file's, while a growing conversation rewrites its snapshot only once
-per ~10% of growth (each fold is a full atomic rewrite with two syncs).
+``max(16 KiB, snapshot / 10)`` bytes. A load checks records about three times
+slower per byte than it validates a snapshot, so a tenth keeps a load within about
+1.3x of the folded file's from ~1,000 messages up, while a growing conversation
+rewrites its snapshot only once per ~5% of growth, fewer than once per hundred
+turns (each fold is a full atomic rewrite with two syncs: the 99th percentile of
+an append is not a fold).
 
 An append of this process remembers what it left in the file (``_KNOWN``): the
 next append checks, with one ``fstat`` and one ``pread`` of the last line, that
@@ -77,7 +79,7 @@ __all__ = [
     "fold_threshold",
 ]
 
-FOLD_MINIMUM = 4 * 1024
+FOLD_MINIMUM = 16 * 1024
 """Records are folded once they pass this many bytes, or ``snapshot / FOLD_RATIO``
 if larger."""
 

@@ -30,9 +30,9 @@ from sessionstore import (
 from sessionstore.backends.filesystem import FileSystemBackend
 from tests.reliability.checks import _in_thread, temp_files
 
-PAYLOAD = 1000
-"""Bytes of filler per message: with it, records pass the 4 KiB fold threshold every
-four appends (while the snapshot is under 40 KB), so kills land in folds as well as
+PAYLOAD = 4000
+"""Bytes of filler per message: with it, records pass the 16 KiB fold threshold every
+four appends (while the snapshot is under 160 KB), so kills land in folds as well as
 in appends."""
 
 

@@ -1,7 +1,7 @@
 """12. The append log under SIGKILL: appends and folds killed at random moments.
 
-A forked child appends keyed, self-describing messages (about 1 KB each, so the
-records pass the 4 KiB fold threshold every four appends and kills land in folds
+A forked child appends keyed, self-describing messages (about 4 KB each, so the
+records pass the 16 KiB fold threshold every four appends and kills land in folds
 too) and acknowledges each append on a pipe after it returns; it is killed after
 1-3 acknowledgements plus 0-3 ms. Reader processes load every session in a loop the
 whole time. See ``logchecks.log_crash_violations`` for what each kill checks.

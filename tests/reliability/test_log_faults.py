@@ -64,7 +64,7 @@ LOG_CALLS = (
     "lseek",
 )
 BIG = 17_000
-"""A message this long takes the records past the fold threshold (4 KiB, or a tenth of
+"""A message this long takes the records past the fold threshold (16 KiB, or a tenth of
 the snapshot) at once."""
 
 
