@@ -12,6 +12,7 @@ import json
 import os
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -607,3 +608,23 @@ def test_an_append_after_the_last_record_was_rewritten_in_place_reads_it_again(
     with pytest.raises(CorruptSessionError):
         files.append("s", ["more"])
     assert path.read_bytes() == damaged
+
+
+def test_appends_to_more_sessions_than_one_process_remembers_stay_exact(
+    files: SessionStore,
+) -> None:
+    ids = [f"s{number}" for number in range(100)]  # past appendlog's 64 remembered files
+
+    def writer(offset: int) -> None:
+        for turn in range(3):
+            for session_id in ids[offset::4]:
+                files.append(session_id, [f"{session_id} {turn}"], key=f"{session_id}-{turn}")
+
+    threads = [threading.Thread(target=writer, args=(offset,)) for offset in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    for session_id in ids:
+        assert files.load(session_id).messages == tuple(f"{session_id} {t}" for t in range(3))
+        assert files.append(session_id, [f"{session_id} 1"], key=f"{session_id}-1").replayed

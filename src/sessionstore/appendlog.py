@@ -34,6 +34,7 @@ fold, a save or damage changes the ctime, and the append reads the tail again.
 from __future__ import annotations
 
 import contextlib
+import threading
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
@@ -402,7 +403,11 @@ _KNOWN: dict[object, _Known] = {}
 """Session file (its location) -> what this process's last append left there."""
 
 _KNOWN_LIMIT = 64
-"""Sessions remembered in ``_KNOWN`` (each holds its records' bytes for ``find_key``)."""
+"""Sessions remembered in ``_KNOWN`` (each holds its records' bytes for ``find_key``).
+Each entry is read and written only under its session's lock; ``_KNOWN_EVICTION``
+serialises the removal of the oldest entries by threads appending to other sessions."""
+
+_KNOWN_EVICTION = threading.Lock()
 
 
 def _known_state(target: Target) -> _State | None:
@@ -414,7 +419,7 @@ def _known_state(target: Target) -> _State | None:
         return None
     unchanged = getattr(target.backend, "unchanged_since", None)
     if unchanged is None or not unchanged(target.session_id, known.stamp, known.last_line):
-        del _KNOWN[target.location]
+        _KNOWN.pop(target.location, None)
         return None
     return known.state
 
@@ -437,7 +442,9 @@ def _remember_append(
     else:
         recent = {}
         if len(_KNOWN) >= _KNOWN_LIMIT:
-            del _KNOWN[next(iter(_KNOWN))]
+            with _KNOWN_EVICTION:  # threads appending to other sessions may evict too
+                for oldest in list(_KNOWN)[: len(_KNOWN) - _KNOWN_LIMIT + 1]:
+                    _KNOWN.pop(oldest, None)
     if key is not None:
         recent[key] = KeyResult(
             result.etag, result.message_count, result.input_tokens, result.output_tokens
