@@ -20,6 +20,7 @@ import contextlib
 import errno
 import os
 import stat
+import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -335,18 +336,13 @@ class FileSystemBackend:
         ``read`` raises."""
         if stamp is None:
             return False
-        try:
-            fd = os.open(f"{self._path}/{session_id}{SUFFIX}", _READ_FLAGS)
-        except FileNotFoundError:
+        opened = self._open_session_file(session_id, sys.maxsize)
+        if opened is None:
             return False
-        except OSError as exc:
-            raise self._open_error(session_id, self.location(session_id), exc) from None
+        fd, info = opened
         try:
-            info = os.fstat(fd)
             return (
-                _stamp(info) == stamp
-                and stat.S_ISREG(info.st_mode)
-                and os.pread(fd, len(tail), info.st_size - len(tail)) == tail
+                _stamp(info) == stamp and os.pread(fd, len(tail), info.st_size - len(tail)) == tail
             )
         except OSError as exc:
             raise self._read_error(session_id, self.location(session_id), exc) from exc
