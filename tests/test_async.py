@@ -53,6 +53,7 @@ KINDS = ["file", "memory", "postgres"]
 @contextlib.asynccontextmanager
 async def opened(kind: str, directory: Path, *, lock_timeout: float = HANG) -> AsyncIterator[Any]:
     """An open async store of ``kind`` (PostgreSQL: on a new table, dropped after)."""
+    store: Any
     if kind == "file":
         async with AsyncSessionStore(directory, durable=False, lock_timeout=lock_timeout) as store:
             yield store
@@ -286,7 +287,7 @@ def test_as_many_async_updates_as_workers_whose_functions_await_the_store_finish
     # every worker was blocked waiting for such a fn. (PostgreSQL: fn's load reads in
     # the update's transaction, on its connection, not on another of the pool's.)
     async def main() -> None:
-        store = (
+        store: Any = (
             AsyncSessionStore(tmp_path, durable=False, workers=4)
             if kind == "file"
             else AsyncMemorySessionStore(workers=4)
@@ -329,7 +330,7 @@ def test_an_async_update_function_may_write_its_own_session_and_others(
                 await store.append("a", ["inner"])
                 # Calls made by tasks fn starts belong to it too, and take turns.
                 await asyncio.gather(*(store.append("a", [f"g{i}"], key=f"g{i}") for i in range(3)))
-                latest = await store.load("a")
+                latest: StoredSession = await store.load("a")
                 return replace(latest, metadata={"seen": True})
 
             stored = await asyncio.wait_for(store.update("a", fn), HANG)
