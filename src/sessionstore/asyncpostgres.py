@@ -67,11 +67,12 @@ class _Scope:
     """Where an async ``update`` function runs: the update's lock transactions (its
     calls join them) and the turns its calls take on them."""
 
-    __slots__ = ("stack", "turn")
+    __slots__ = ("open", "stack", "turn")
 
     def __init__(self, stack: builtins.list[Any]) -> None:
         self.stack = stack
         self.turn = asyncio.Lock()
+        self.open = True  # False once the function returned: later calls are on their own
 
 
 _SCOPE: ContextVar[_Scope | None] = ContextVar("sessionstore_async_pg_scope", default=None)
@@ -213,7 +214,12 @@ class AsyncPostgresSessionStore:
             if not inspect.isawaitable(result):
                 return result
             call = _current_call()
-            return await_(_run_function(result, builtins.list(call.state.stack)), own=True)
+            try:
+                return await_(_run_function(result, builtins.list(call.state.stack)), own=True)
+            except BaseException:
+                if inspect.iscoroutine(result):
+                    result.close()  # cancelled before it started: it never will
+                raise
 
         return await self._call(lambda: self.sync.update(session_id, apply))
 
@@ -239,6 +245,8 @@ class AsyncPostgresSessionStore:
         """Run ``fn`` (the sync code) as a driven call, in a task of its own so that a
         cancelled caller leaves it to end as the module docstring says."""
         scope = _SCOPE.get()
+        if scope is not None and not scope.open:
+            scope = None  # a task the function left behind, after the update: not joined
         call: Driven[T] = Driven(fn, CallState(builtins.list(scope.stack) if scope else []))
         driver = asyncio.ensure_future(_driven(call, scope))
         self._running.add(driver)
@@ -275,7 +283,7 @@ async def _run_function(awaitable: Awaitable[T], stack: builtins.list[Any]) -> T
         return await awaitable
     finally:
         async with scope.turn:  # the calls fn left running have ended
-            pass
+            scope.open = False
 
 
 def _current_call() -> Driven[Any]:
