@@ -445,3 +445,18 @@ def test_a_task_an_update_function_leaves_behind_writes_on_its_own_after_the_upd
             assert (await store.load("a")).messages == ("hi", "update")
 
     run(main())
+
+
+def test_a_failed_attempt_to_connect_is_reported_without_waiting_out_the_timeout(
+    table: str,
+) -> None:
+    async def main() -> None:
+        # Nothing listens on port 1; the call would wait 60 s for a connection, but
+        # wait_for gives it HANG: it must be the failed attempt that ends it.
+        async with opened(
+            "postgresql://postgres@127.0.0.1:1/test", table, timeout=60, connect_timeout=1
+        ) as store:
+            with pytest.raises(SessionReadError, match=r"cannot connect to 127\.0\.0\.1:1/test"):
+                await asyncio.wait_for(store.load("a"), HANG)
+
+    run(main())

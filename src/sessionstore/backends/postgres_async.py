@@ -32,7 +32,7 @@ from contextlib import contextmanager
 from typing import Any, cast
 
 import psycopg
-from psycopg_pool import AsyncConnectionPool
+from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from sessionstore.backends import postgres as _postgres
 from sessionstore.backends.greenbridge import await_, in_driven_call
@@ -187,13 +187,21 @@ class BridgedPool:
         self.async_pool = pool
         self._opening: asyncio.Future[None] | None = None
         self._opened = opened
+        self._failures = asyncio.Event()  # set (and replaced) when an attempt to connect fails
+
+    def connect_failed(self) -> None:
+        """Wake the waiters: ``getconn`` raises ``PoolTimeout`` (the source says why)."""
+        failures, self._failures = self._failures, asyncio.Event()
+        failures.set()
 
     @property
     def conninfo(self) -> object:
         return self.async_pool.conninfo
 
     def getconn(self, timeout: float | None = None) -> BridgedConnection:
-        """A connection of the pool; a call whose caller is gone stops before asking."""
+        """A connection of the pool, first come first served; a call whose caller is
+        gone stops before asking. Raises ``PoolTimeout`` after ``timeout`` or as soon
+        as an attempt to connect fails."""
         connection = await_(self._getconn(timeout), abortable=True)
         return BridgedConnection.of(connection)
 
@@ -203,7 +211,16 @@ class BridgedPool:
                 self._opening = asyncio.ensure_future(self.async_pool.open())
             await asyncio.shield(self._opening)
             self._opened = True
-        connection: AsyncConnection = await self.async_pool.getconn(timeout=timeout)
+        getting = asyncio.ensure_future(self.async_pool.getconn(timeout=timeout))
+        failing = asyncio.ensure_future(self._failures.wait())
+        try:
+            await asyncio.wait((getting, failing), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            failing.cancel()
+        if not getting.done():
+            getting.cancel()  # the pool keeps (or takes back) what it was about to give
+            raise PoolTimeout("an attempt to connect failed")
+        connection: AsyncConnection = getting.result()
         return connection
 
     def putconn(self, connection: BridgedConnection) -> None:
@@ -221,7 +238,14 @@ class BridgedPool:
 
 
 class AsyncConnectionSource(ConnectionSource):
-    """``ConnectionSource`` over an ``AsyncConnectionPool`` (opened here, or lent)."""
+    """``ConnectionSource`` over an ``AsyncConnectionPool`` (opened here, or lent).
+
+    A caller waits for a connection in one piece, in the pool's queue (first come,
+    first served: a thousand tasks never starve one another), and is woken at once
+    when an attempt to connect fails.
+    """
+
+    slice = None
 
     def __init__(self, conninfo_or_pool: str | AsyncConnectionPool[Any], **options: Any) -> None:
         if isinstance(conninfo_or_pool, AsyncConnectionPool):
@@ -255,6 +279,12 @@ class AsyncConnectionSource(ConnectionSource):
             num_workers=2,
         )
         return BridgedPool(pool, opened=False)
+
+    def _connect_failed(self, exc: BaseException) -> None:
+        super()._connect_failed(exc)
+        pool = cast(Any, self._pool)
+        if isinstance(pool, BridgedPool):
+            pool.connect_failed()
 
     async def _check_async(self, connection: AsyncConnection) -> None:
         """The pool's check of a connection before handing it out, within a deadline;
