@@ -9,6 +9,7 @@ stops answering or loses a COMMIT's answer, lent pools, and sync use refused.
 from __future__ import annotations
 
 import asyncio
+import os
 import random
 import threading
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -41,8 +42,9 @@ pytestmark = requires_postgres
 HANG = 20.0
 """Seconds after which a call that should finish at once counts as hung."""
 
-CANCELLATIONS = 300
-"""Random cancellations in time (tests/test_async.py's stress test has its own knob)."""
+CANCELLATIONS = int(os.environ.get("SESSIONSTORE_ASYNC_CANCELLATIONS", "300"))
+"""How many random cancellations in time (thousands in a soak run; tests/test_async.py's
+stress test reads the same knob)."""
 
 
 def run(coroutine: Any) -> Any:

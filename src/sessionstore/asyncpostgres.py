@@ -48,7 +48,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from sessionstore.appendlog import AppendResult
-from sessionstore.backends.greenbridge import Abandoned, Driven, await_, drive, in_driven_call
+from sessionstore.backends.greenbridge import Abandoned, Driven, await_, current_call, drive
 from sessionstore.backends.postgres_async import AsyncPostgresBackend, CallState
 from sessionstore.models import StoredSession
 from sessionstore.store import DEFAULT_MAX_BYTES, BackendSessionStore
@@ -213,7 +213,7 @@ class AsyncPostgresSessionStore:
             result = fn(current)
             if not inspect.isawaitable(result):
                 return result
-            call = _current_call()
+            call = current_call()
             try:
                 return await_(_run_function(result, builtins.list(call.state.stack)), own=True)
             except BaseException:
@@ -284,12 +284,6 @@ async def _run_function(awaitable: Awaitable[T], stack: builtins.list[Any]) -> T
     finally:
         async with scope.turn:  # the calls fn left running have ended
             scope.open = False
-
-
-def _current_call() -> Driven[Any]:
-    call = in_driven_call()
-    assert call is not None  # apply runs inside the driven update
-    return call
 
 
 def _consume(future: asyncio.Future[Any]) -> None:

@@ -27,7 +27,7 @@ from typing import Any, Generic, TypeVar
 
 import greenlet
 
-__all__ = ["Abandoned", "Driven", "await_", "drive", "in_driven_call"]
+__all__ = ["Abandoned", "Driven", "await_", "current_call", "drive", "in_driven_call"]
 
 T = TypeVar("T")
 
@@ -83,6 +83,16 @@ def in_driven_call() -> Driven[Any] | None:
     return current if isinstance(current, Driven) else None
 
 
+def current_call() -> Driven[Any]:
+    """The driven call this code runs in. Raises ``RuntimeError`` outside one: the
+    async store's code must never block a thread, least of all the loop's."""
+    current = in_driven_call()
+    if current is None:
+        msg = "this PostgreSQL backend is async: use it through AsyncPostgresSessionStore"
+        raise RuntimeError(msg)
+    return current
+
+
 def await_(
     awaitable: Awaitable[T],
     *,
@@ -99,12 +109,12 @@ def await_(
     Raises ``RuntimeError`` outside a driven call (the async store's code must never
     block a thread on the loop).
     """
-    current = in_driven_call()
-    if current is None:
+    try:
+        current = current_call()
+    except RuntimeError:
         if inspect.iscoroutine(awaitable):
             awaitable.close()
-        msg = "this PostgreSQL backend is async: use it through AsyncPostgresSessionStore"
-        raise RuntimeError(msg)
+        raise
     if abortable and current.abandoned and not current.aborted:
         current.aborted = True
         if inspect.iscoroutine(awaitable):
