@@ -34,7 +34,7 @@ from sessionstore import (
 from sessionstore.backends.base import content_etag
 from sessionstore.codec import encode
 
-from .pg import DSN, named_dsn, requires_postgres, unique_table, waiting_for_locks
+from .pg import DSN, named_dsn, requires_postgres, terminate, unique_table, waiting_for_locks
 from .pgproxy import Proxy
 
 pytestmark = requires_postgres
@@ -460,5 +460,25 @@ def test_a_failed_attempt_to_connect_is_reported_without_waiting_out_the_timeout
         ) as store:
             with pytest.raises(SessionReadError, match=r"cannot connect to 127\.0\.0\.1:1/test"):
                 await asyncio.wait_for(store.load("a"), HANG)
+
+    run(main())
+
+
+def test_calls_after_the_server_killed_every_idle_connection_succeed(table: str) -> None:
+    name = f"apg-restart-{unique_table()}"
+
+    async def main() -> None:
+        async with opened(named_dsn(name), table) as store:
+            await store.save(_session("a"))
+            # Some connections in the pool, idle; then the server ends them all.
+            await asyncio.gather(*(store.append_messages("a", [f"m{i}"]) for i in range(8)))
+            assert terminate(name) >= 1
+            for i in range(10):
+                if i % 2:
+                    await store.append_messages("a", [f"after{i}"])
+                else:
+                    await store.load("a")
+            messages = (await store.load("a")).messages
+            assert messages[8:] == tuple(f"after{i}" for i in range(1, 10, 2))
 
     run(main())
