@@ -203,9 +203,10 @@ class AsyncPostgresSessionStore:
     async def update(self, session_id: str, fn: UpdateFunction) -> StoredSession:
         """As ``PostgresSessionStore.update``; ``fn`` may be a plain or an async function.
 
-        The session's lock is held from the load to the write. An async ``fn`` runs
-        on the loop; the store's calls it makes join the update's transaction (see
-        the module docstring). If ``fn`` raises, or the call is cancelled while it
+        The session's lock is held from the load to the write. Both kinds of ``fn``
+        run on the loop's thread (no worker thread here: a plain ``fn`` should be
+        quick); the store's calls an async ``fn`` makes join the update's
+        transaction (see the module docstring). If ``fn`` raises, or the call is cancelled while it
         runs (``fn`` is cancelled too), nothing is written and the lock is released.
         """
 
