@@ -2,10 +2,10 @@
 
 The async PostgreSQL store runs the sync store's code (its rules: ids, validation,
 encoding, the append log, the write transactions) unchanged, in a greenlet. Where
-that code waits for the server, its connection (``postgres_async``) calls ``await_``
-with an awaitable of psycopg's async API: the greenlet switches to the task that
-drives it (``drive``), which awaits it on the loop and switches back with the result
-or the error. So a call holds no thread, and the loop runs other tasks while it
+that code waits for the server, its connection (``postgres_async_connections``)
+calls ``await_`` with an awaitable of psycopg's async API: the greenlet switches to
+the task that drives it (``drive``), which awaits it on the loop and switches back
+with the result or the error. So a call holds no thread, and the loop runs other tasks while it
 waits. SQLAlchemy's asyncio extension works the same way.
 
 Cancellation. A driven call is told when its caller is gone (``Driven.abandon``).
