@@ -232,13 +232,17 @@ def test_cancellations_at_random_moments_lose_nothing_acknowledged_and_leave_no_
     assert outcomes["cancelled"] > 0
 
 
+@pytest.mark.parametrize("pipelines", [True, False], ids=["pipelines", "no-pipelines"])
 def test_a_call_cancelled_while_it_waits_for_the_lock_stops_waiting_and_writes_nothing(
-    table: str,
+    table: str, pipelines: bool, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    # Without pipelines (a libpq before 14), the lock is a statement sent alone.
+    monkeypatch.setattr("sessionstore.backends.postgres._PIPELINES", pipelines)
     name = f"apg-wait-{unique_table()}"
 
     async def main() -> None:
-        async with opened(named_dsn(name), table, lock_timeout=HANG) as store:
+        # A lock wait longer than ``until`` waits: only a cancel on the server ends it.
+        async with opened(named_dsn(name), table, lock_timeout=3 * HANG) as store:
             await store.save(_session("a", "hi"))
             with sync_store(table) as sync, sync.backend.lock("a"):
                 task = asyncio.create_task(store.append("a", ["never"]))

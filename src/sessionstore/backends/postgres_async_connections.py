@@ -12,8 +12,10 @@ statement outside a pipeline (a read, a statement inside a lock transaction, its
 COMMIT). Once a pipeline is sent it is waited for; if the caller went meanwhile, the
 server is asked to cancel what it runs (a lock wait, a statement), so the transaction
 rolls back, unless its COMMIT was already being done; that connection is then closed
-rather than pooled, so a late cancel never hits its next user. A rollback and giving
-a connection back are always waited for.
+rather than pooled, so a late cancel never hits its next user. The same goes for a
+statement sent alone inside a transaction (a lock wait where libpq has no pipelines);
+a read outside a transaction, a COMMIT sent alone, a rollback and giving a connection
+back are always waited for.
 """
 
 from __future__ import annotations
@@ -27,6 +29,8 @@ from contextlib import contextmanager
 from typing import Any, cast
 
 import psycopg
+from psycopg import sql
+from psycopg.pq import TransactionStatus
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from sessionstore.backends.greenbridge import await_
@@ -42,6 +46,8 @@ AsyncConnection = psycopg.AsyncConnection[Any]
 
 _CANCEL_SECONDS = 5.0
 """Bound of a cancel request's own exchange with the server."""
+
+_COMMIT = sql.SQL("COMMIT")
 
 _CANCELS: set[asyncio.Future[None]] = set()
 """Cancel requests under way (kept referenced until they end)."""
@@ -114,12 +120,19 @@ class BridgedConnection:
 
     def execute(self, query: Any, params: Any = None, **options: Any) -> _BridgedCursor:
         """As ``Connection.execute``. Outside a pipeline, a call whose caller is gone
-        stops before sending it."""
+        stops before sending it; if it goes while a statement of a transaction other
+        than COMMIT runs (a lock wait, without pipelines), the server is asked to
+        cancel it. A read outside a transaction, or a COMMIT, completes."""
         outside = self._pipelines == 0  # inside, the statement only joins the batch
+        interruptible = (
+            outside
+            and self.async_connection.info.transaction_status != TransactionStatus.IDLE
+            and query != _COMMIT
+        )
         cursor = await_(
             self.async_connection.execute(query, params, **options),
             abortable=outside,
-            interrupt=self._interrupt if outside else None,
+            interrupt=self._interrupt if interruptible else None,
         )
         return _BridgedCursor(cursor)
 
