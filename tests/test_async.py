@@ -51,11 +51,15 @@ KINDS = ["file", "memory", "postgres"]
 
 
 @contextlib.asynccontextmanager
-async def opened(kind: str, directory: Path, *, lock_timeout: float = HANG) -> AsyncIterator[Any]:
+async def opened(
+    kind: str, directory: Path, *, lock_timeout: float = HANG, durable: bool = True
+) -> AsyncIterator[Any]:
     """An open async store of ``kind`` (PostgreSQL: on a new table, dropped after)."""
     store: Any
     if kind == "file":
-        async with AsyncSessionStore(directory, durable=False, lock_timeout=lock_timeout) as store:
+        async with AsyncSessionStore(
+            directory, durable=durable, lock_timeout=lock_timeout
+        ) as store:
             yield store
     elif kind == "memory":
         async with AsyncMemorySessionStore() as store:
@@ -296,7 +300,7 @@ def test_as_many_async_updates_as_workers_whose_functions_await_the_store_finish
         )
         async with contextlib.AsyncExitStack() as stack:
             if store is None:
-                store = await stack.enter_async_context(opened(kind, tmp_path))
+                store = await stack.enter_async_context(opened(kind, tmp_path, durable=False))
             else:
                 await stack.enter_async_context(store)
             await store.save(StoredSession("profile", ("system prompt",), 0, 0))
@@ -322,7 +326,7 @@ def test_an_async_update_function_may_write_its_own_session_and_others(
 ) -> None:
     # Finding 03: as the sync update's fn may, through the same (re-entrant) lock.
     async def main() -> None:
-        async with opened(kind, tmp_path) as store:
+        async with opened(kind, tmp_path, durable=False) as store:
             await store.save(StoredSession("a", ("hi",), 1, 1))
 
             async def fn(current: StoredSession) -> StoredSession:
@@ -353,7 +357,7 @@ def test_other_calls_on_the_session_wait_for_an_async_update_to_write(
 ) -> None:
     # The lock spans the async fn: a write of another task lands after the update's.
     async def main() -> None:
-        async with opened(kind, tmp_path) as store:
+        async with opened(kind, tmp_path, durable=False) as store:
             await store.save(StoredSession("a", ("hi",), 0, 0))
             inside = asyncio.Event()
             go_on = asyncio.Event()
