@@ -40,7 +40,7 @@ from sessionstore.testing.blocking import BlockingView
 
 from .pg import DSN, SKIP_REASON, unique_table
 
-BACKENDS = ["file", "memory", "postgres", "async-file", "async-memory"]
+BACKENDS = ["file", "memory", "postgres", "async-file", "async-memory", "async-postgres"]
 """Every store class; the async ones through ``BlockingView``, so they meet the same tests."""
 
 
@@ -50,6 +50,10 @@ def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[BackendSes
         yield SessionStore(tmp_path / "store")
     elif request.param == "memory":
         yield MemorySessionStore()
+    elif request.param == "async-postgres":
+        if not DSN:
+            pytest.skip(SKIP_REASON)
+        yield from _async_postgres_view()
     elif request.param.startswith("async-"):
         async_store = (
             AsyncSessionStore(tmp_path / "store")
@@ -73,6 +77,21 @@ def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[BackendSes
         finally:
             pg.backend.drop()
             pg.close()
+
+
+def _async_postgres_view() -> Iterator[BackendSessionStore]:
+    from sessionstore.asyncpostgres import AsyncPostgresSessionStore  # noqa: PLC0415
+    from sessionstore.postgres import PostgresSessionStore  # noqa: PLC0415
+
+    table = unique_table("alog")
+    view = BlockingView(AsyncPostgresSessionStore(DSN, table=table))
+    try:
+        view.setup()
+        yield view  # type: ignore[misc]  # the same methods, run on an event loop
+    finally:
+        view.close()
+        with PostgresSessionStore(DSN, table=table) as dropper:
+            dropper.backend.drop()
 
 
 @pytest.fixture

@@ -9,13 +9,14 @@ waits, async update functions, cancellation and timeouts.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import multiprocessing
 import os
 import random
 import tempfile
 import threading
 import time
-from collections.abc import Coroutine
+from collections.abc import AsyncIterator, Coroutine
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -31,6 +32,8 @@ from sessionstore import (
 )
 from sessionstore.asyncstore import AsyncMemorySessionStore, AsyncSessionStore
 
+from .pg import DSN, SKIP_REASON, unique_table
+
 CANCELLATIONS = int(os.environ.get("SESSIONSTORE_ASYNC_CANCELLATIONS", "300"))
 """How many random cancellations the stress test makes (thousands in a soak run)."""
 
@@ -39,12 +42,64 @@ def run(coroutine: object) -> object:
     return asyncio.run(coroutine)  # type: ignore[arg-type]
 
 
-def test_the_loop_stays_responsive_while_a_call_waits_for_a_held_lock(tmp_path: Path) -> None:
-    sync = SessionStore(tmp_path, lock_timeout=None)
-    sync.append("s", ["first"])
+HANG = 20.0
+"""Seconds after which a call that should finish at once counts as hung."""
 
+
+KINDS = ["file", "memory", "postgres"]
+"""The async classes: folder, memory and PostgreSQL (skipped without its DSN)."""
+
+
+@contextlib.asynccontextmanager
+async def opened(
+    kind: str, directory: Path, *, lock_timeout: float = HANG, durable: bool = True
+) -> AsyncIterator[Any]:
+    """An open async store of ``kind`` (PostgreSQL: on a new table, dropped after)."""
+    store: Any
+    if kind == "file":
+        async with AsyncSessionStore(
+            directory, durable=durable, lock_timeout=lock_timeout
+        ) as store:
+            yield store
+    elif kind == "memory":
+        async with AsyncMemorySessionStore() as store:
+            yield store
+    else:
+        if not DSN:
+            pytest.skip(SKIP_REASON)
+        from sessionstore.asyncpostgres import AsyncPostgresSessionStore  # noqa: PLC0415
+
+        table = unique_table("async")
+        try:
+            async with AsyncPostgresSessionStore(
+                DSN, table=table, lock_timeout=lock_timeout
+            ) as store:
+                await store.setup()
+                yield store
+        finally:
+            async with sync_twin(store) as twin:
+                twin.backend.drop()
+
+
+@contextlib.asynccontextmanager
+async def sync_twin(store: Any, *, lock_timeout: float | None = HANG) -> AsyncIterator[Any]:
+    """A sync store on the same sessions as the async ``store`` (its folder or table)."""
+    if isinstance(store, AsyncSessionStore):
+        yield SessionStore(store.directory, lock_timeout=lock_timeout)
+        return
+    from sessionstore.postgres import PostgresSessionStore  # noqa: PLC0415
+
+    with PostgresSessionStore(DSN, table=store.table, lock_timeout=lock_timeout) as twin:
+        yield twin
+
+
+@pytest.mark.parametrize("kind", ["file", "postgres"])
+def test_the_loop_stays_responsive_while_a_call_waits_for_a_held_lock(
+    tmp_path: Path, kind: str
+) -> None:
     async def main() -> list[float]:
-        async with AsyncSessionStore(tmp_path) as store:
+        async with opened(kind, tmp_path) as store, sync_twin(store, lock_timeout=None) as sync:
+            await store.append("s", ["first"])
             lates = []
             with sync.backend.lock("s"):  # held by this thread: the append must wait
                 waiting = asyncio.create_task(store.append("s", ["second"]))
@@ -63,9 +118,10 @@ def test_the_loop_stays_responsive_while_a_call_waits_for_a_held_lock(tmp_path: 
     assert max(lates) < 0.05, lates
 
 
-def test_update_takes_an_async_function(tmp_path: Path) -> None:
+@pytest.mark.parametrize("kind", KINDS)
+def test_update_takes_an_async_function(tmp_path: Path, kind: str) -> None:
     async def main() -> None:
-        async with AsyncSessionStore(tmp_path) as store:
+        async with opened(kind, tmp_path) as store:
             await store.save(StoredSession("s", ["a"], 1, 0))
 
             async def add(session: StoredSession) -> StoredSession:
@@ -80,11 +136,12 @@ def test_update_takes_an_async_function(tmp_path: Path) -> None:
     run(main())
 
 
+@pytest.mark.parametrize("kind", KINDS)
 def test_a_cancelled_async_update_function_writes_nothing_and_frees_the_lock(
-    tmp_path: Path,
+    tmp_path: Path, kind: str
 ) -> None:
     async def main() -> None:
-        async with AsyncSessionStore(tmp_path, lock_timeout=5) as store:
+        async with opened(kind, tmp_path, lock_timeout=5) as store:
             await store.save(StoredSession("s", ["a"], 0, 0))
             started = asyncio.Event()
 
@@ -105,14 +162,13 @@ def test_a_cancelled_async_update_function_writes_nothing_and_frees_the_lock(
     run(main())
 
 
+@pytest.mark.parametrize("kind", ["file", "postgres"])
 def test_a_timeout_while_waiting_for_the_lock_means_the_write_never_happens(
-    tmp_path: Path,
+    tmp_path: Path, kind: str
 ) -> None:
-    sync = SessionStore(tmp_path)
-    sync.save(StoredSession("s", ["a"], 0, 0))
-
     async def main() -> None:
-        async with AsyncSessionStore(tmp_path) as store:
+        async with opened(kind, tmp_path) as store, sync_twin(store) as sync:
+            sync.save(StoredSession("s", ["a"], 0, 0))
             with sync.backend.lock("s"):
                 # asyncio.wait_for: asyncio.timeout is 3.11+, and 3.10 is supported.
                 with pytest.raises(asyncio.TimeoutError):
@@ -124,31 +180,25 @@ def test_a_timeout_while_waiting_for_the_lock_means_the_write_never_happens(
     run(main())
 
 
-def test_lock_timeouts_are_the_sync_error(tmp_path: Path) -> None:
-    sync = SessionStore(tmp_path)
-
+@pytest.mark.parametrize("kind", ["file", "postgres"])
+def test_lock_timeouts_are_the_sync_error(tmp_path: Path, kind: str) -> None:
     async def main() -> None:
-        async with AsyncSessionStore(tmp_path, lock_timeout=0.05) as store:
+        async with opened(kind, tmp_path, lock_timeout=0.05) as store, sync_twin(store) as sync:
             with sync.backend.lock("s"), pytest.raises(LockTimeoutError):
                 await store.append("s", ["x"])
 
     run(main())
 
 
-@pytest.mark.parametrize("kind", ["file", "memory"])
+@pytest.mark.parametrize("kind", KINDS)
 def test_random_cancellations_lose_nothing_acknowledged_and_leave_no_lock(
     tmp_path: Path, kind: str
 ) -> None:
     rng = random.Random(1234)
 
     async def main() -> None:
-        store = (
-            AsyncSessionStore(tmp_path, lock_timeout=10)
-            if kind == "file"
-            else (AsyncMemorySessionStore())
-        )
         acknowledged: dict[str, list[str]] = {f"s{i}": [] for i in range(4)}
-        async with store:
+        async with opened(kind, tmp_path, lock_timeout=10) as store:
             for n in range(CANCELLATIONS):
                 session_id = f"s{n % 4}"
                 message = f"m{n}"
@@ -191,6 +241,14 @@ def test_random_cancellations_lose_nothing_acknowledged_and_leave_no_lock(
                 assert [m for m in stored if m in messages] == messages
                 # And no lock is left held: a write with a short wait goes through.
                 await store.append(session_id, ["last"])
+            if kind != "memory":
+                # Once the calls of cancelled callers have ended (close waits for them),
+                # no lock is held: sync code gets each at once.
+                await store.close()
+                async with sync_twin(store, lock_timeout=0) as sync:
+                    for session_id in acknowledged:
+                        with sync.backend.lock(session_id):
+                            pass
 
     run(main())
 
@@ -218,9 +276,6 @@ def test_sync_and_async_stores_share_a_folder_and_its_locks(tmp_path: Path) -> N
 
 # -- the hostile findings: each hang fails by asyncio.wait_for, not by hanging --------
 
-HANG = 20.0
-"""Seconds after which a call that should finish at once counts as hung."""
-
 
 def _holder(directory: str, session_id: str, ready: Any, stop: Any) -> None:
     with SessionStore(directory).backend.lock(session_id):
@@ -228,19 +283,26 @@ def _holder(directory: str, session_id: str, ready: Any, stop: Any) -> None:
         stop.wait(30)
 
 
-@pytest.mark.parametrize("kind", ["file", "memory"])
+@pytest.mark.parametrize("kind", KINDS)
 def test_as_many_async_updates_as_workers_whose_functions_await_the_store_finish(
     tmp_path: Path, kind: str
 ) -> None:
     # Finding 02: each update's fn awaited a store call that needed a worker, while
-    # every worker was blocked waiting for such a fn.
+    # every worker was blocked waiting for such a fn. (PostgreSQL: fn's load reads in
+    # the update's transaction, on its connection, not on another of the pool's.)
     async def main() -> None:
-        store = (
+        store: Any = (
             AsyncSessionStore(tmp_path, durable=False, workers=4)
             if kind == "file"
             else AsyncMemorySessionStore(workers=4)
+            if kind == "memory"
+            else None
         )
-        async with store:
+        async with contextlib.AsyncExitStack() as stack:
+            if store is None:
+                store = await stack.enter_async_context(opened(kind, tmp_path, durable=False))
+            else:
+                await stack.enter_async_context(store)
             await store.save(StoredSession("profile", ("system prompt",), 0, 0))
             for i in range(8):
                 await store.save(StoredSession(f"chat-{i}", ("hi",), 1, 1))
@@ -258,18 +320,13 @@ def test_as_many_async_updates_as_workers_whose_functions_await_the_store_finish
     run(main())
 
 
-@pytest.mark.parametrize("kind", ["file", "memory"])
+@pytest.mark.parametrize("kind", KINDS)
 def test_an_async_update_function_may_write_its_own_session_and_others(
     tmp_path: Path, kind: str
 ) -> None:
     # Finding 03: as the sync update's fn may, through the same (re-entrant) lock.
     async def main() -> None:
-        store = (
-            AsyncSessionStore(tmp_path, durable=False, lock_timeout=HANG)
-            if kind == "file"
-            else AsyncMemorySessionStore()
-        )
-        async with store:
+        async with opened(kind, tmp_path, durable=False) as store:
             await store.save(StoredSession("a", ("hi",), 1, 1))
 
             async def fn(current: StoredSession) -> StoredSession:
@@ -277,7 +334,7 @@ def test_an_async_update_function_may_write_its_own_session_and_others(
                 await store.append("a", ["inner"])
                 # Calls made by tasks fn starts belong to it too, and take turns.
                 await asyncio.gather(*(store.append("a", [f"g{i}"], key=f"g{i}") for i in range(3)))
-                latest = await store.load("a")
+                latest: StoredSession = await store.load("a")
                 return replace(latest, metadata={"seen": True})
 
             stored = await asyncio.wait_for(store.update("a", fn), HANG)
@@ -287,16 +344,20 @@ def test_an_async_update_function_may_write_its_own_session_and_others(
             assert (await store.load("b")).messages == ("x",)
             # The lock is free again, for this store and for sync code.
             await asyncio.wait_for(store.append("a", ["after"]), HANG)
-            if kind == "file":
-                SessionStore(tmp_path, lock_timeout=HANG).append("a", ["sync"])
+            if kind != "memory":
+                async with sync_twin(store) as sync:
+                    sync.append("a", ["sync"])
 
     run(main())
 
 
-def test_other_calls_on_the_session_wait_for_an_async_update_to_write(tmp_path: Path) -> None:
+@pytest.mark.parametrize("kind", KINDS)
+def test_other_calls_on_the_session_wait_for_an_async_update_to_write(
+    tmp_path: Path, kind: str
+) -> None:
     # The lock spans the async fn: a write of another task lands after the update's.
     async def main() -> None:
-        async with AsyncSessionStore(tmp_path, durable=False) as store:
+        async with opened(kind, tmp_path, durable=False) as store:
             await store.save(StoredSession("a", ("hi",), 0, 0))
             inside = asyncio.Event()
             go_on = asyncio.Event()
@@ -319,11 +380,12 @@ def test_other_calls_on_the_session_wait_for_an_async_update_to_write(tmp_path: 
     run(main())
 
 
+@pytest.mark.parametrize("kind", ["file", "postgres"])
 def test_an_async_update_function_that_raises_writes_nothing_and_frees_the_lock(
-    tmp_path: Path,
+    tmp_path: Path, kind: str
 ) -> None:
     async def main() -> None:
-        async with AsyncSessionStore(tmp_path, lock_timeout=HANG) as store:
+        async with opened(kind, tmp_path) as store:
             await store.save(StoredSession("a", ("hi",), 0, 0))
 
             async def fn(current: StoredSession) -> StoredSession:
@@ -332,9 +394,13 @@ def test_an_async_update_function_that_raises_writes_nothing_and_frees_the_lock(
 
             with pytest.raises(KeyError):
                 await asyncio.wait_for(store.update("a", fn), HANG)
-            # fn's own append was its own write; the update wrote nothing.
-            assert (await store.load("a")).messages == ("hi", "inner")
-            SessionStore(tmp_path, lock_timeout=HANG).append("a", ["sync"])
+            # The update wrote nothing. fn's own append was a write of its own on a
+            # folder; on PostgreSQL it joined the update's transaction (as a sync
+            # update's function's writes do), so it rolled back with it.
+            inner = ("inner",) if kind == "file" else ()
+            assert (await store.load("a")).messages == ("hi", *inner)
+            async with sync_twin(store) as sync:
+                sync.append("a", ["sync"])
 
     run(main())
 
@@ -411,9 +477,10 @@ def test_calls_waiting_for_one_busy_session_leave_the_workers_to_other_sessions(
         process.join()
 
 
-def test_a_turn_not_had_within_lock_timeout_is_a_lock_timeout(tmp_path: Path) -> None:
+@pytest.mark.parametrize("kind", ["file", "postgres"])
+def test_a_turn_not_had_within_lock_timeout_is_a_lock_timeout(tmp_path: Path, kind: str) -> None:
     async def main() -> None:
-        async with AsyncSessionStore(tmp_path, lock_timeout=0.05) as store:
+        async with opened(kind, tmp_path, lock_timeout=0.05) as store:
             await store.save(StoredSession("a", ("hi",), 0, 0))
             release = asyncio.Event()
 

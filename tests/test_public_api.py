@@ -25,6 +25,7 @@ SEED_API = {
 PUBLIC = SEED_API | {
     "AppendResult",
     "AsyncMemorySessionStore",
+    "AsyncPostgresSessionStore",
     "AsyncSessionStore",
     "BackendSessionStore",
     "CURRENT_SCHEMA_VERSION",
@@ -103,6 +104,8 @@ defines one Pydantic model); adding a module here is a decision to measure first
 DEFERRED = {
     "sessionstore.appendlog": "the append log's policy, loaded by the first append",
     "sessionstore.asyncstore": "the async API",
+    "sessionstore.asyncpostgres": "the async PostgreSQL store",
+    "greenlet": "the async PostgreSQL store's bridge",
     "asyncio": "only the async API needs it",
     "sessionstore.history": "the models of older schema versions",
     "sessionstore.schemas": "JSON Schema generation and the shipped schemas",
@@ -143,11 +146,11 @@ def test_the_deferred_modules_are_real_and_load_on_use() -> None:
     """Guards the test above against names that no longer exist (it would pass vacuously)."""
     loaded = _modules_after(
         "import sessionstore.cli, sessionstore.history, sessionstore.testing.conformance, "
-        "sessionstore.postgres, sessionstore.asyncstore"
+        "sessionstore.postgres, sessionstore.asyncstore, sessionstore.asyncpostgres"
     )
     ours = {name for name in DEFERRED if name.startswith("sessionstore")}
     assert ours - loaded == {"sessionstore.__main__"}
-    assert {"argparse", "hypothesis", "psycopg"} <= loaded
+    assert {"argparse", "hypothesis", "psycopg", "greenlet"} <= loaded
 
 
 def test_version_is_the_installed_distribution_version() -> None:

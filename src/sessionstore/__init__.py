@@ -50,6 +50,7 @@ from sessionstore.store import (
 
 if TYPE_CHECKING:
     from sessionstore.appendlog import AppendResult
+    from sessionstore.asyncpostgres import AsyncPostgresSessionStore
     from sessionstore.asyncstore import AsyncMemorySessionStore, AsyncSessionStore
 
 __version__ = "0.2.0"
@@ -58,9 +59,10 @@ _LAZY = {
     "AppendResult": "sessionstore.appendlog",
     "AsyncSessionStore": "sessionstore.asyncstore",
     "AsyncMemorySessionStore": "sessionstore.asyncstore",
+    "AsyncPostgresSessionStore": "sessionstore.asyncpostgres",
 }
-"""Names loaded on first use: the append log's policy, and the async API (asyncio), which
-saving and loading do not need."""
+"""Names loaded on first use: the append log's policy, and the async API (asyncio; the
+PostgreSQL one needs the postgres extra), which saving and loading do not need."""
 
 
 def __getattr__(name: str) -> Any:
@@ -81,6 +83,7 @@ __all__ = [
     "DEFAULT_SESSION_DIR",
     "AppendResult",
     "AsyncMemorySessionStore",
+    "AsyncPostgresSessionStore",
     "AsyncSessionStore",
     "BackendSessionStore",
     "CommitUnknownError",

@@ -1,7 +1,9 @@
 """``PostgresSessionStore``: validated, versioned sessions in a PostgreSQL table.
 
 Needs the ``postgres`` extra (from a checkout: ``pip install '.[postgres]'``). Not
-imported by ``import sessionstore``; import it from here.
+imported by ``import sessionstore``; import it from here. ``AsyncPostgresSessionStore``
+(the async API, ``sessionstore.asyncpostgres``) is importable from here too, loaded on
+first use.
 """
 
 from __future__ import annotations
@@ -15,7 +17,19 @@ from sessionstore.store import DEFAULT_MAX_BYTES, BackendSessionStore
 if TYPE_CHECKING:
     from psycopg_pool import ConnectionPool
 
-__all__ = ["PostgresBackend", "PostgresSessionStore"]
+    from sessionstore.asyncpostgres import AsyncPostgresSessionStore
+
+__all__ = ["AsyncPostgresSessionStore", "PostgresBackend", "PostgresSessionStore"]
+
+
+def __getattr__(name: str) -> Any:
+    # The async store (and greenlet, which it needs) loads only when asked for.
+    if name != "AsyncPostgresSessionStore":
+        msg = f"module {__name__!r} has no attribute {name!r}"
+        raise AttributeError(msg)
+    from sessionstore.asyncpostgres import AsyncPostgresSessionStore  # noqa: PLC0415
+
+    return AsyncPostgresSessionStore
 
 
 class PostgresSessionStore(BackendSessionStore):

@@ -299,7 +299,7 @@ class PostgresBackend:
         self._take_lock = sql.SQL(
             "SELECT pg_advisory_xact_lock({}::regclass::oid::int4, hashtext(%s)) FROM {}"
         ).format(regclass, _SET_TIMEOUTS)
-        self._source = ConnectionSource(
+        self._source = self._connection_source(
             conninfo_or_pool,
             max_size=max_size,
             connect_timeout=connect_timeout,
@@ -317,6 +317,17 @@ class PostgresBackend:
 
     def location(self, session_id: str) -> str:
         return f"{self.description}, id {session_id!r}"
+
+    # -- seams of the async backend (``postgres_async``) ------------------------------
+
+    def _connection_source(self, conninfo_or_pool: Any, **options: Any) -> ConnectionSource:
+        """Where this backend's connections come from (the async backend's are bridged)."""
+        return ConnectionSource(conninfo_or_pool, **options)
+
+    def _held_stack(self) -> list[_Held]:
+        """The lock transactions open in this flow of control: this thread's (the async
+        backend's: this call's, and those of the ``update`` it runs inside)."""
+        return _transactions.stack
 
     # -- schema -----------------------------------------------------------------
 
@@ -415,13 +426,14 @@ class PostgresBackend:
         held = _Held(conn, self._source.key, identity)
         held.keys.add((self.table, session_id))
         held.members.add(id(self))
-        _transactions.stack.append(held)
+        self._held_stack().append(held)
         try:
             try:
                 yield
             finally:
-                if held in _transactions.stack:
-                    _transactions.stack.remove(held)
+                stack = self._held_stack()
+                if held in stack:
+                    stack.remove(held)
         except BaseException:
             if held.pid == os.getpid():
                 self._source.put(conn)  # rolls the transaction back
@@ -779,7 +791,7 @@ class PostgresBackend:
     ) -> tuple[_Held | None, Connection | None]:
         """This thread's lock transaction to join (same connection source or same
         database), else a connection for a transaction of our own."""
-        stack = _transactions.stack
+        stack = self._held_stack()
         if not stack:
             return None, self._get(cls, action, session_id)
         pid = os.getpid()
@@ -809,7 +821,7 @@ class PostgresBackend:
         """The lock transaction this backend works in, in this thread, if any (so a
         read inside ``lock`` sees the transaction's writes); else a pooled connection."""
         pid = os.getpid()
-        for held in reversed(_transactions.stack):
+        for held in reversed(self._held_stack()):
             if held.pid == pid and (held.source is self._source.key or id(self) in held.members):
                 yield held.conn
                 return

@@ -243,6 +243,10 @@ class ConnectionSource:
     bound) bounds the wait for one and each check of one. Thread-safe and fork-safe.
     """
 
+    slice: float | None = _SLICE
+    """Seconds ``get`` waits on the pool at a time (to report a failed connection
+    attempt soon); None: the whole wait at once (a pool that reports failures itself)."""
+
     def __init__(
         self,
         conninfo_or_pool: str | ConnectionPool[Any],
@@ -289,8 +293,11 @@ class ConnectionSource:
         start = time.monotonic()
         end = None if self.timeout is None else start + self.timeout
         while True:
-            wait = _SLICE if end is None else min(_SLICE, end - time.monotonic())
-            if wait <= 0:
+            left = None if end is None else end - time.monotonic()
+            wait = self.slice if left is None else left
+            if self.slice is not None and left is not None:
+                wait = min(self.slice, left)
+            if wait is not None and wait <= 0:
                 raise NoConnectionError(self._no_connection_reason())
             try:
                 conn: Connection = pool.getconn(timeout=wait)
