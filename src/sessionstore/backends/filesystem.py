@@ -362,17 +362,20 @@ class FileSystemBackend:
     ) -> None:
         try:
             info = os.fstat(fd)
-            if (
-                not stat.S_ISREG(info.st_mode)
-                or info.st_size != size
-                or (identity is not None and (info.st_dev, info.st_ino) != identity)
-            ):
-                raise SessionWriteError(
-                    f"session {session_id!r}: {path} changed while its lock was held (a "
-                    "writer that does not take sessionstore's lock?); nothing was appended",
-                    session_id=session_id,
-                    path=path,
-                )
+        except OSError as exc:
+            raise self._append_error(session_id, path, exc) from exc
+        if (
+            not stat.S_ISREG(info.st_mode)
+            or info.st_size != size
+            or (identity is not None and (info.st_dev, info.st_ino) != identity)
+        ):
+            raise SessionWriteError(
+                f"session {session_id!r}: {path} changed while its lock was held (a "
+                "writer that does not take sessionstore's lock?); nothing was appended",
+                session_id=session_id,
+                path=path,
+            )
+        try:
             if keep < size:
                 os.ftruncate(fd, keep)
             written = os.write(fd, line)
