@@ -87,6 +87,22 @@ DEFAULT_WORKERS = 16
 UpdateFunction = Callable[[StoredSession], StoredSession | Awaitable[StoredSession]]
 
 
+class _Flag:
+    """Set once on the loop, read in a worker: a plain attribute (a ``threading.Event``
+    costs a lock and a condition to build, and nobody waits on this)."""
+
+    __slots__ = ("_set",)
+
+    def __init__(self) -> None:
+        self._set = False
+
+    def set(self) -> None:
+        self._set = True
+
+    def is_set(self) -> bool:
+        return self._set
+
+
 class _Abandoned(Exception):
     """Raised in a worker whose caller was cancelled before its write started."""
 
@@ -213,7 +229,7 @@ class AsyncBackendSessionStore:
             return await self._read(lambda: self.sync.delete(session_id))
         backend = self.sync.backend
 
-        def work(abandoned: threading.Event) -> bool:
+        def work(abandoned: _Flag) -> bool:
             with delete_errors(session_id):
                 if not backend.exists(session_id):
                     return False
@@ -285,7 +301,7 @@ class AsyncBackendSessionStore:
         await self._take_turn(session_id, call)
         hold = contextlib.ExitStack()
         pending: list[Awaitable[StoredSession]] = []
-        abandoned = threading.Event()
+        abandoned = _Flag()
         steps: list[asyncio.Future[Any]] = []
 
         def finish() -> asyncio.Task[None]:
@@ -329,7 +345,7 @@ class AsyncBackendSessionStore:
         fn: UpdateFunction,
         hold: contextlib.ExitStack,
         pending: builtins.list[Awaitable[StoredSession]],
-        abandoned: threading.Event,
+        abandoned: _Flag,
     ) -> StoredSession | None:
         """In a worker: take the lock into ``hold``, load and apply ``fn``. A plain
         ``fn``'s result is written (and the lock released) here; an awaitable goes to
@@ -355,7 +371,7 @@ class AsyncBackendSessionStore:
                 hold.close()
 
     def _update_second(
-        self, session_id: str, new: StoredSession, abandoned: threading.Event
+        self, session_id: str, new: StoredSession, abandoned: _Flag
     ) -> StoredSession:
         """In a worker, under the held lock: check and write ``new``, as the sync
         ``update`` does (its lock is re-entered: same owner)."""
@@ -368,7 +384,7 @@ class AsyncBackendSessionStore:
         thread: one worker holds the lock while an async ``fn`` runs on the loop."""
         loop = asyncio.get_running_loop()
         running: list[concurrent.futures.Future[StoredSession]] = []
-        cancelled = threading.Event()
+        cancelled = _Flag()
         guard = threading.Lock()
 
         def run_fn(current: StoredSession) -> StoredSession:
@@ -431,7 +447,7 @@ class AsyncBackendSessionStore:
         backend = self.sync.backend
         valid_id = str(session_id)
 
-        def work(abandoned: threading.Event) -> T:
+        def work(abandoned: _Flag) -> T:
             # The sync call takes this (re-entrant) lock again: holding it here first
             # makes "has it started?" one question, asked once the lock is had.
             with backend.lock(valid_id):
@@ -444,17 +460,18 @@ class AsyncBackendSessionStore:
     async def _write_with(
         self,
         session_id: str,
-        work: Callable[[threading.Event], T],
+        work: Callable[[_Flag], T],
         *,
         on_cancel: Callable[[], None] | None = None,
         errors: Callable[[str], contextlib.AbstractContextManager[None]] | None = None,
     ) -> T:
         """Wait for the session's turn (``errors`` translates its timeout), then run
         ``work(abandoned)`` in a worker; ``abandoned`` is set when the caller is gone."""
-        abandoned = threading.Event()
+        abandoned = _Flag()
         call = _Call(self, _CURRENT.get())
-        with errors(session_id) if errors is not None else contextlib.nullcontext():
-            await self._take_turn(session_id, call)
+        if not self._turn_now(session_id, call):
+            with errors(session_id) if errors is not None else contextlib.nullcontext():
+                await self._take_turn(session_id, call)
         future = self._submit(call, lambda: work(abandoned))
         future.add_done_callback(lambda _: self._leave(session_id, call))
         try:
@@ -472,6 +489,17 @@ class AsyncBackendSessionStore:
         context = contextvars.copy_context()
         context.run(LOCK_OWNER.set, call.root)
         return asyncio.wrap_future(self._executor.submit(context.run, fn))
+
+    def _turn_now(self, session_id: str, call: _Call) -> bool:
+        """Give ``call`` its first turn on ``session_id`` if it may run at once (no
+        waiting, no coroutine); False when it must ``_take_turn``."""
+        gate = self._gates.get(session_id)
+        if gate is None:
+            gate = self._gates[session_id] = _Gate()
+        if gate.may_run(call, resume=False):
+            gate.holders.append(call)
+            return True
+        return False
 
     async def _take_turn(self, session_id: str, call: _Call, *, resume: bool = False) -> None:
         """Wait on the loop until ``call`` may run on ``session_id`` (``resume``: until
