@@ -565,6 +565,25 @@ def test_update_keeps_the_keys_its_own_function_appended(store: BackendSessionSt
     assert session.metadata == {"updated": True}
 
 
+@pytest.mark.parametrize("store", ["file", "memory", "postgres"], indirect=True)
+def test_update_forgets_the_key_of_an_append_its_result_overwrites(
+    store: BackendSessionStore,
+) -> None:
+    store.append("s", ["first"], key="outer")
+
+    def fn(current: StoredSession) -> StoredSession:
+        assert not store.append("s", ["inside"], key="inner").replayed
+        # Built from the session as it was before that append: the append is overwritten.
+        return dataclasses.replace(current, metadata={"updated": True})
+
+    store.update("s", fn)
+    assert store.load("s").messages == ("first",)
+    retry = store.append("s", ["inside"], key="inner")
+    assert not retry.replayed, "the key of an overwritten append must not claim it landed"
+    assert store.load("s").messages == ("first", "inside")
+    assert store.append("s", ["first"], key="outer").replayed
+
+
 def _count_tail_reads(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     calls: list[str] = []
     real = filesystem.FileSystemBackend.read_tail

@@ -3,8 +3,10 @@ walk, record by record, on every log (intact or not)."""
 
 from __future__ import annotations
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from xxhash import xxh3_128_hexdigest
 
 from sessionstore.records import (
     Chain,
@@ -105,3 +107,46 @@ def test_keys_of_the_fast_check_are_remembered_in_order() -> None:
     assert list(chain.keys) == ["z", "b", "a"]
     assert chain.keys["a"].message_count == 4
     assert chain.messages == ["m1", "m2", "m3", "m4"]
+
+
+def _forged(body: bytes) -> tuple[bytes, str]:
+    """A line with a hash that matches ``body`` (XXH3 is a checksum, not a signature)."""
+    digest = xxh3_128_hexdigest(body)
+    return body[:-1] + b',"hash":"' + digest.encode() + b'"}\n', digest
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b'{"seq":2,"prev":"%s","messages":["x"],"message_count":2,"input_tokens":0,'
+        b'"output_tokens":0,"updated_at":"2026-11-25T18:00:00+00:00"}',
+        b'{"seq":2,"prev":"%s","key":"k","messages":["x"],"message_count":2,"input_tokens":0,'
+        b'"output_tokens":0,"updated_at":"2026-11-25T18:00:00+00:00",}',
+    ],
+    ids=["no key field", "not JSON"],
+)
+def test_a_record_with_a_matching_hash_but_a_bad_body_is_refused_by_name(body: bytes) -> None:
+    first, prev = encode_record(
+        seq=1,
+        prev=SNAPSHOT_ETAG,
+        key=None,
+        messages=("a",),
+        message_count=1,
+        input_tokens=0,
+        output_tokens=0,
+        updated_at="2026-11-25T18:00:00+00:00",
+    )
+    middle, prev = _forged(body % prev.encode())
+    last, _ = encode_record(
+        seq=3,
+        prev=prev,
+        key=None,
+        messages=("c",),
+        message_count=3,
+        input_tokens=0,
+        output_tokens=0,
+        updated_at="2026-11-25T18:00:00+00:00",
+    )
+    records = first + middle + last
+    assert _read_chain_fast(records, SNAPSHOT_ETAG, 0, {}) is None
+    assert isinstance(_exact(records, 0), str)  # a RecordError, never a KeyError

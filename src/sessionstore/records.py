@@ -428,14 +428,14 @@ def _read_chain_fast(
         or not set(map(type, messages)) <= _STR
     ):
         return None
-    if records.count(b',"key":null,"messages":[') != len(lines):
-        keys = chain.keys
-        for line in lines:
-            if b',"key":null,"messages":[' not in line:
-                record = orjson.loads(line)
-                if not _valid_key(record["key"]):
-                    return None
-                remember(keys, record["key"], result_of(record))
+    keyed = [line for line in lines if b',"key":null,"messages":[' not in line]
+    for line in keyed:
+        try:
+            record = verify_record(line)
+        except RecordError:
+            return None
+        if record["key"] is not None:
+            remember(chain.keys, record["key"], result_of(record))
     chain.count = len(lines)
     chain.messages = messages
     chain.last = last

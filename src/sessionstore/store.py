@@ -215,28 +215,41 @@ class BackendSessionStore:
                 )
                 raise ValueError(msg)
             # The append keys stay remembered, so a retried append is still exactly-once:
-            # those stored now, with any that fn's own keyed appends added.
+            # with those of fn's own keyed appends whose messages new still holds.
             keys = (
                 decoded.keys
                 if _KEYED.count == keyed_before
-                else self._keys_now(session_id, decoded)
+                else self._keys_now(session_id, decoded, new)
             )
             data = encode_folded(new, etag=None, keys=keys) if keys else encode(new)
             self.backend.write(session_id, self._check_size(new, data))
         return new
 
-    def _keys_now(self, session_id: str, before: DecodedSession) -> dict[str, KeyResult]:
-        """The append keys the session remembers now, under its lock: ``update``'s
-        function made keyed appends (the lock is re-entrant), maybe to this session."""
+    def _keys_now(
+        self, session_id: str, before: DecodedSession, new: StoredSession
+    ) -> dict[str, KeyResult]:
+        """The append keys to keep when ``update`` writes ``new``, under the session's
+        lock, after its function made keyed appends (the lock is re-entrant), maybe to
+        this session: those remembered before, and each key added since whose append's
+        messages ``new`` still holds (its first ``message_count`` messages are the
+        stored ones). A key whose append ``new`` overwrites is forgotten, as ``save``
+        forgets keys, so that its retry adds the messages again."""
         try:
             data = self.backend.read(session_id, max_bytes=self.max_bytes)
             if data is None or data == before.stored:
                 return before.keys
-            return decode_document(data, session_id=session_id).keys
+            now = decode_document(data, session_id=session_id)
         except SessionStoreError:
             # fn left it unreadable or the connection broke: the write that follows
             # replaces it, or reports the failure as a write's.
             return before.keys
+        stored = now.session.messages
+        return {
+            key: result
+            for key, result in now.keys.items()
+            if key in before.keys
+            or new.messages[: result.message_count] == stored[: result.message_count]
+        }
 
     def append(  # the issue's signature: messages and five options
         self,
