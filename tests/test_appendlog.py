@@ -666,3 +666,51 @@ def test_appends_to_more_sessions_than_one_process_remembers_stay_exact(
     for session_id in ids:
         assert files.load(session_id).messages == tuple(f"{session_id} {t}" for t in range(3))
         assert files.append(session_id, [f"{session_id} 1"], key=f"{session_id}-1").replayed
+
+
+_APPEND_IN_A_NEW_PROCESS = """
+import sys
+from sessionstore import CorruptSessionError, SessionStore
+try:
+    SessionStore(sys.argv[1]).append(sys.argv[2], ["more"])
+except CorruptSessionError as exc:
+    print(exc.reason)
+    sys.exit(3)
+"""
+
+
+def _append_in_a_new_process(files: SessionStore, session_id: str) -> int:
+    return subprocess.run(
+        [sys.executable, "-c", _APPEND_IN_A_NEW_PROCESS, str(files.directory), session_id],
+        check=False,
+        capture_output=True,
+    ).returncode
+
+
+@pytest.mark.parametrize("folded", [False, True], ids=["saved", "folded"])
+def test_an_append_never_lands_on_a_snapshot_damaged_in_place(
+    files: SessionStore, folded: bool
+) -> None:
+    files.save(StoredSession("s", ["hello snapshot"], 0, 0))
+    files.append("s", ["r0"])
+    if folded:
+        files.compact("s")
+        files.append("s", ["r1"])
+    path = file_of(files, "s")
+    damaged = path.read_bytes().replace(b"hello snapshot", b"hellO snapshot")
+    path.write_bytes(damaged)
+    assert _append_in_a_new_process(files, "s") == 3
+    assert path.read_bytes() == damaged
+
+
+def test_an_append_never_lands_on_a_file_copied_from_another_session(
+    files: SessionStore,
+) -> None:
+    files.append("a", ["r0"])
+    files.append("a", ["r1"])
+    data = file_of(files, "a").read_bytes()
+    file_of(files, "b").write_bytes(data)  # cp a.json b.json
+    with pytest.raises(CorruptSessionError):
+        files.load("b")
+    assert _append_in_a_new_process(files, "b") == 3
+    assert file_of(files, "b").read_bytes() == data

@@ -46,7 +46,12 @@ from xxhash import xxh3_128_hexdigest
 
 from sessionstore.backends.base import Backend
 from sessionstore.codec import DecodedSession, decode_document, encode, encode_folded
-from sessionstore.errors import CommitUnknownError, ConflictError, SessionNotFoundError
+from sessionstore.errors import (
+    CommitUnknownError,
+    ConflictError,
+    SessionNotFoundError,
+    SessionStoreError,
+)
 from sessionstore.models import (
     CURRENT_SCHEMA_VERSION,
     DECODED_TEXT,
@@ -240,7 +245,7 @@ def append_session(
     known_tail = getattr(target.backend, "known_tail", None)
     if known_tail is not None:
         tail = known_tail(target.session_id, max_bytes=target.max_bytes)
-        state = None if tail is None else _state_from_tail(tail)
+        state = None if tail is None else _state_from_tail(tail, target)
         if state is not None:
             result = _append_if_last(target, append, state, if_match)
             if result is not None:
@@ -327,15 +332,15 @@ def _read_state(target: Target) -> _State | DecodedSession | None:
         tail = read_tail(target.session_id, max_bytes=target.max_bytes)
         if tail is None:
             return None
-        state = _state_from_tail(tail)
+        state = _state_from_tail(tail, target)
         if state is not None:
             return state
     return _decode(target)
 
 
-def _state_from_tail(tail: FileTail) -> _State | None:
+def _state_from_tail(tail: FileTail, target: Target) -> _State | None:
     """The append state from the end of a file, or None when only a full read can tell
-    (an older version, no records yet, anything unusual)."""
+    (an older version, no records yet, anything unusual, damage)."""
     if tail.head != CURRENT_PREFIX:
         return None
     data = tail.data
@@ -348,7 +353,10 @@ def _state_from_tail(tail: FileTail) -> _State | None:
         return None
     snapshot_end = end + len(SNAPSHOT_END)
     if snapshot_end >= complete:
-        return _state_after_a_fold(tail, end, snapshot_end, complete)
+        state = _state_after_a_fold(tail, end, snapshot_end, complete)
+        if state is None or not _snapshot_intact(target, tail, end, None):
+            return None
+        return state
     region = data[snapshot_end:complete]
     line_start = data.rfind(b"\n", 0, end) + 1
     store_line = b""
@@ -356,8 +364,11 @@ def _state_from_tail(tail: FileTail) -> _State | None:
         store_line = data[line_start + len(STORE_LINE_PREFIX) : end]
     try:
         last = _verified_records(tail, snapshot_end, complete)
+        first_prev = verify_record(region[: region.index(b"\n")])["prev"]
     except RecordError:
         return None  # damaged: the full decode names the damage, and nothing is written
+    if not _snapshot_intact(target, tail, end, first_prev):
+        return None
     if last["seq"] != lines:
         return None
 
@@ -468,6 +479,53 @@ def _remember_append(
         find_key=find_key if known is None or known.state is not state else state.find_key,
     )
     _KNOWN[target.location] = _Known(new, stamp, line, recent)
+
+
+_INTACT: set[tuple[object, int]] = set()
+"""Snapshots (file identity, where the snapshot ends) this process found intact."""
+
+
+def _snapshot_intact(target: Target, tail: FileTail, end: int, first_prev: str | None) -> bool:
+    """True when the snapshot before the records is the one they were appended to, in
+    the session's own file: its id is the session's, and its bytes hash to the first
+    record's ``prev`` (a fold's snapshot: to the digest its store line recorded). So an
+    append is never acknowledged on a file whose load refuses its snapshot. Checked
+    once per file and process (one read and one XXH3 of the snapshot, the first time an
+    append of this process meets the file; a fold makes a new file). Tails without a
+    file identity (PostgreSQL, whose server checks the chain's start) need no check."""
+    snapshot_end = tail.offset + end + len(SNAPSHOT_END)
+    key = (tail.identity, snapshot_end)
+    if tail.identity is None or key in _INTACT:
+        return True
+    data = tail.data if tail.offset == 0 else _read_quietly(target)
+    head = CURRENT_PREFIX + b'\n  "session_id": ' + orjson.dumps(target.session_id) + b",\n"
+    if data is None or len(data) < snapshot_end or not data.startswith(head):
+        return False
+    line_start = data.rfind(b"\n", 0, snapshot_end - len(SNAPSHOT_END)) + 1
+    if data.startswith(STORE_LINE_PREFIX, line_start):
+        try:
+            store = parse_store_line(data[line_start + len(STORE_LINE_PREFIX) : end + tail.offset])
+        except RecordError:
+            return False
+        document = data[: line_start - 2] + SNAPSHOT_END  # without ",\n" + the store line
+        if store.get("digest") != xxh3_128_hexdigest(document):
+            return False
+        base = store.get("etag")
+    else:
+        base = xxh3_128_hexdigest(memoryview(data)[:snapshot_end])
+    if first_prev is not None and first_prev != base:
+        return False
+    if len(_INTACT) >= 256:
+        _INTACT.clear()
+    _INTACT.add(key)
+    return True
+
+
+def _read_quietly(target: Target) -> bytes | None:
+    try:
+        return target.backend.read(target.session_id, max_bytes=target.max_bytes)
+    except SessionStoreError:
+        return None  # the full decode that follows reports it
 
 
 _STORE_LINES: dict[str, dict[str, KeyResult]] = {}
