@@ -139,6 +139,7 @@ def test_the_suite_class_holds_every_rule_and_runs() -> None:
     assert tests == [
         "test_appends_keys_and_folds",
         "test_concurrent_history_is_linearizable",
+        "test_concurrent_tasks_are_linearizable",
         "test_delete_idempotence",
         "test_fork_while_a_lock_is_held",
         "test_max_bytes_holds_on_every_write",
