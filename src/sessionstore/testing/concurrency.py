@@ -99,10 +99,10 @@ class Sizes:
     processes: int = 2
     """Worker processes, when the storage can be reached from another process."""
     threads_per_process: int = 2
-    tasks: int = 8
+    tasks: int = 6
     """Worker tasks on the async store's event loop (one on a second store object), in
     the tasks rule."""
-    tasks_per_process: int = 4
+    tasks_per_process: int = 3
     ops: int = 100
     """Calls per worker."""
     timeout: float = 20.0
