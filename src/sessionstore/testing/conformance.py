@@ -17,9 +17,16 @@ Run all of it against your own ``Backend`` with one factory and one line::
 
     TestMyBackend = conformance_suite(subject)
 
+An async store (``AsyncSessionStore``, ``AsyncMemorySessionStore``,
+``AsyncPostgresSessionStore``, or your own class with the same coroutine methods) is
+given the same way, ``StoreUnderTest(AsyncMyStore(...), ...)``: the suite detects it,
+enters it on an event loop of its own and runs every rule through a ``BlockingView``,
+plus the tasks rule, many tasks on that loop (``sessionstore.testing.adapt``).
+
 The pieces are also available one by one: ``make_state_machine(factory).TestCase``,
-``round_trip_test``, ``delete_idempotence_test``, ``concurrency_test``, ``fork_test``,
-``max_bytes_test``, ``appends_test``, ``two_stores_test`` and ``nested_writes_test``.
+``round_trip_test``, ``delete_idempotence_test``, ``concurrency_test``, ``tasks_test``,
+``fork_test``, ``max_bytes_test``, ``appends_test``, ``two_stores_test`` and
+``nested_writes_test``.
 ``docs/testing-kit.md`` says what each checks, what a backend must do to pass, and
 which settings to use.
 """
@@ -701,8 +708,10 @@ def conformance_suite(
     """A pytest test class holding every test of the suite for the stores ``factory`` makes.
 
     Assign it to a name starting with ``Test`` in a test module. Its tests: the state
-    machine, round trip, delete idempotence, concurrent history, fork, ``max_bytes``,
-    appends (keys, ``if_match``, folds), two store objects and nested writes.
+    machine, round trip, delete idempotence, concurrent history, concurrent tasks
+    (async stores; skipped for a sync one), fork, ``max_bytes``, appends (keys,
+    ``if_match``, folds), two store objects and nested writes. ``factory`` may make
+    subjects of async stores.
     """
     machine = make_state_machine(factory, name=f"{name}Machine")
     tests: dict[str, Callable[[], None]] = {
