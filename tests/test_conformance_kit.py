@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import copy
 import functools
 import os
 import subprocess
@@ -12,11 +14,18 @@ from pathlib import Path
 import pytest
 
 import sessionstore.testing
-from sessionstore import MemorySessionStore
+from sessionstore import MemorySessionStore, SessionTooLargeError, StoredSession
+from sessionstore.asyncstore import AsyncMemorySessionStore
 from sessionstore.testing import StoreFactory, StoreUnderTest
-from sessionstore.testing.concurrency import Sizes, check_concurrent_history
+from sessionstore.testing.adapt import blocking_store
+from sessionstore.testing.appends import check_appends
+from sessionstore.testing.concurrency import (
+    Sizes,
+    check_concurrent_history,
+    check_concurrent_tasks,
+)
 from sessionstore.testing.conformance import conformance_suite
-from tests.test_store_stateful import memory_subject
+from tests.test_store_stateful import async_memory_subject, memory_subject
 
 SRC = Path(sessionstore.testing.__file__).parents[2]
 
@@ -139,6 +148,7 @@ def test_the_suite_class_holds_every_rule_and_runs() -> None:
     assert tests == [
         "test_appends_keys_and_folds",
         "test_concurrent_history_is_linearizable",
+        "test_concurrent_tasks_are_linearizable",
         "test_delete_idempotence",
         "test_fork_while_a_lock_is_held",
         "test_max_bytes_holds_on_every_write",
@@ -159,3 +169,57 @@ def test_a_rule_skips_with_a_reason_when_the_subject_lacks_what_it_needs() -> No
     )
     with pytest.raises(pytest.skip.Exception, match=r"needs StoreUnderTest\.opener"):
         suite().test_two_store_objects_on_one_storage()
+
+
+# -- async stores, as the kit takes them --------------------------------------------------
+
+
+def test_the_suite_class_takes_an_async_store_as_it_is() -> None:
+    suite = conformance_suite(async_memory_subject, name="TestAsyncMemorySuite")
+    instance = suite()
+    instance.test_concurrent_tasks_are_linearizable()
+    instance.test_max_bytes_holds_on_every_write()
+    instance.test_fork_while_a_lock_is_held()
+
+
+def test_the_check_functions_take_an_async_store_and_close_their_view() -> None:
+    async_store = AsyncMemorySessionStore()
+    assert check_appends(async_store, key_memory=20) == []
+    # The view closed the store when it was done: its workers take no more calls.
+    with pytest.raises(RuntimeError, match="shutdown"):
+        asyncio.run(async_store.load("append-keys"))
+
+
+def test_a_small_max_bytes_copy_of_a_view_leaves_the_view_and_its_store_as_they_were() -> None:
+    view = blocking_store(AsyncMemorySessionStore(max_bytes=10_000))
+    try:
+        small = copy.copy(view)
+        small.max_bytes = 100
+        assert (small.max_bytes, view.max_bytes, view.async_store.max_bytes) == (
+            100,
+            10_000,
+            10_000,
+        )
+        session = StoredSession(
+            session_id="s", messages=("x" * 200,), input_tokens=0, output_tokens=0
+        )
+        view.save(session)
+        with pytest.raises(SessionTooLargeError):
+            small.load("s")
+    finally:
+        view.close()
+
+
+def test_the_tasks_rule_refuses_a_sync_store() -> None:
+    with pytest.raises(TypeError, match="the tasks rule needs an async store"):
+        check_concurrent_tasks(StoreUnderTest(MemorySessionStore()), Sizes(ops=1))
+
+
+def test_an_async_opener_that_cannot_reach_another_process_is_refused_clearly() -> None:
+    store = AsyncMemorySessionStore()
+    subject = StoreUnderTest(store, opener=lambda: AsyncMemorySessionStore())
+    try:
+        with pytest.raises(TypeError, match=r"cannot be sent to another process"):
+            check_concurrent_tasks(subject, Sizes(ops=1))
+    finally:
+        asyncio.run(store.close())

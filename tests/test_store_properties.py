@@ -23,10 +23,10 @@ from sessionstore import (
     save_session,
     session_exists,
 )
+from sessionstore.testing import StoreFactory
 from sessionstore.testing import strategies as sst
 from sessionstore.testing.conformance import delete_idempotence_test, round_trip_test
-from tests.pg import postgres_only, postgres_subject
-from tests.test_store_stateful import file_subject, memory_subject
+from tests.test_store_stateful import SUBJECTS
 
 
 def _files(folder: Path) -> list[str]:
@@ -109,10 +109,12 @@ def test_delete_is_idempotent_and_exists_list_load_agree(ops: list[tuple[str, st
         assert not [name for name in _files(Path(tmp)) if name.endswith(".tmp")]
 
 
-# The packaged conformance properties, once per backend.
-test_round_trip_file_backend = round_trip_test(file_subject)
-test_round_trip_memory_backend = round_trip_test(memory_subject)
-test_round_trip_postgres_backend = postgres_only(round_trip_test(postgres_subject))
-test_delete_idempotence_file_backend = delete_idempotence_test(file_subject)
-test_delete_idempotence_memory_backend = delete_idempotence_test(memory_subject)
-test_delete_idempotence_postgres_backend = postgres_only(delete_idempotence_test(postgres_subject))
+# The packaged conformance properties, once per store class.
+@pytest.mark.parametrize("factory", SUBJECTS)
+def test_round_trip_through_every_class(factory: StoreFactory) -> None:
+    round_trip_test(factory)()
+
+
+@pytest.mark.parametrize("factory", SUBJECTS)
+def test_delete_idempotence_through_every_class(factory: StoreFactory) -> None:
+    delete_idempotence_test(factory)()

@@ -9,11 +9,12 @@ the rules the sync classes meet, instead of a copy of them.
 from __future__ import annotations
 
 import asyncio
+import copy
 import threading
 from collections.abc import Coroutine
 from typing import Any
 
-__all__ = ["BlockingView"]
+__all__ = ["BlockingView", "with_max_bytes"]
 
 _ASYNC_METHODS = frozenset(
     {
@@ -39,17 +40,48 @@ class BlockingView:
 
     def __init__(self, async_store: Any) -> None:
         self.async_store = async_store
+        self._entered = False
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(
             target=self._loop.run_forever, name="sessionstore-blocking-view", daemon=True
         )
         self._thread.start()
 
-    def run(self, coroutine: Coroutine[Any, Any, Any]) -> Any:
-        """Run ``coroutine`` on the view's loop and return its result (or raise)."""
-        return asyncio.run_coroutine_threadsafe(coroutine, self._loop).result()
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop:
+        """The event loop every call of the async store runs on."""
+        return self._loop
+
+    def open(self) -> BlockingView:
+        """Enter the async store (``async with``'s set-up) on the view's loop; return the
+        view. ``close`` then leaves it (``__aexit__``) instead of calling ``close()``.
+        Raises what ``__aenter__`` raises (the loop's thread is then stopped)."""
+        try:
+            entered = self.run(self.async_store.__aenter__())
+        except BaseException:
+            self._stop()
+            raise
+        if entered is not None:
+            self.async_store = entered
+        self._entered = True
+        return self
+
+    def run(self, coroutine: Coroutine[Any, Any, Any], timeout: float | None = None) -> Any:
+        """Run ``coroutine`` on the view's loop and return its result (or raise).
+
+        With ``timeout``, raises ``TimeoutError`` when it has not finished within that
+        many seconds (the loop is blocked, or the coroutine hangs); it is then
+        cancelled."""
+        future = asyncio.run_coroutine_threadsafe(coroutine, self._loop)
+        try:
+            return future.result(timeout)
+        except TimeoutError:
+            future.cancel()
+            raise
 
     def __getattr__(self, name: str) -> Any:
+        if name.startswith("__") or name == "async_store":  # not set yet (copy, pickle)
+            raise AttributeError(name)
         target = getattr(self.async_store, name)
         if name not in _ASYNC_METHODS:
             return target
@@ -67,15 +99,62 @@ class BlockingView:
 
     @property
     def backend(self) -> Any:
-        return self.async_store.sync.backend
+        """The async store's backend (or its sync store's, for a store built on one)."""
+        backend = getattr(self.async_store, "backend", None)
+        return backend if backend is not None else self.async_store.sync.backend
+
+    @property
+    def max_bytes(self) -> int:
+        """The async store's ``max_bytes``. Setting it gives this view a copy of the
+        async store with that limit (see ``with_max_bytes``); ``copy.copy(view)`` then
+        setting it leaves the original view and store as they were, as with a sync
+        store."""
+        return int(self.async_store.max_bytes)
+
+    @max_bytes.setter
+    def max_bytes(self, value: int) -> None:
+        self.async_store = with_max_bytes(self.async_store, value)
+
+    def __copy__(self) -> BlockingView:
+        """A view on the same loop and async store (``close`` one of them only)."""
+        view = object.__new__(type(self))
+        view.__dict__.update(self.__dict__)
+        return view
 
     def close(self) -> None:
+        """Close the async store (``__aexit__`` after ``open``) and stop the loop."""
         try:
-            self.run(self.async_store.close())
+            if self._entered:
+                self.run(self.async_store.__aexit__(None, None, None))
+            else:
+                self.run(self.async_store.close())
         finally:
-            self._loop.call_soon_threadsafe(self._loop.stop)
-            self._thread.join()
-            self._loop.close()
+            self._stop()
+
+    def _stop(self) -> None:
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join()
+        self._loop.close()
 
     def __repr__(self) -> str:
         return f"BlockingView({self.async_store!r})"
+
+
+def with_max_bytes(async_store: Any, limit: int) -> Any:
+    """A shallow copy of ``async_store`` whose ``max_bytes`` is ``limit``, over the same
+    storage; ``async_store`` itself is unchanged.
+
+    A store whose ``max_bytes`` is read-only (the async classes built on a sync store,
+    ``sync``) gets a copy of its sync store with the limit. Raises ``TypeError`` when
+    neither can be set."""
+    small = copy.copy(async_store)
+    try:
+        small.max_bytes = limit
+    except AttributeError:
+        sync = getattr(async_store, "sync", None)
+        if sync is None:
+            msg = f"cannot set max_bytes of {type(async_store).__name__}: it is read-only"
+            raise TypeError(msg) from None
+        small.sync = copy.copy(sync)
+        small.sync.max_bytes = limit
+    return small

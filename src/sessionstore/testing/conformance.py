@@ -17,9 +17,16 @@ Run all of it against your own ``Backend`` with one factory and one line::
 
     TestMyBackend = conformance_suite(subject)
 
+An async store (``AsyncSessionStore``, ``AsyncMemorySessionStore``,
+``AsyncPostgresSessionStore``, or your own class with the same coroutine methods) is
+given the same way, ``StoreUnderTest(AsyncMyStore(...), ...)``: the suite detects it,
+enters it on an event loop of its own and runs every rule through a ``BlockingView``,
+plus the tasks rule, many tasks on that loop (``sessionstore.testing.adapt``).
+
 The pieces are also available one by one: ``make_state_machine(factory).TestCase``,
-``round_trip_test``, ``delete_idempotence_test``, ``concurrency_test``, ``fork_test``,
-``max_bytes_test``, ``appends_test``, ``two_stores_test`` and ``nested_writes_test``.
+``round_trip_test``, ``delete_idempotence_test``, ``concurrency_test``, ``tasks_test``,
+``fork_test``, ``max_bytes_test``, ``appends_test``, ``two_stores_test`` and
+``nested_writes_test``.
 ``docs/testing-kit.md`` says what each checks, what a backend must do to pass, and
 which settings to use.
 """
@@ -51,15 +58,21 @@ from sessionstore.models import MAX_TOKENS, StoredSession
 from sessionstore.records import KEY_MEMORY
 from sessionstore.store import BackendSessionStore
 from sessionstore.testing import strategies as sst
+from sessionstore.testing.adapt import blocking_factory, is_async_store, sync_store
 from sessionstore.testing.appends import NEVER_ISSUED_ETAG, check_appends
-from sessionstore.testing.concurrency import Sizes, check_concurrent_history
+from sessionstore.testing.blocking import BlockingView
+from sessionstore.testing.concurrency import (
+    Sizes,
+    check_concurrent_history,
+    check_concurrent_tasks,
+)
 from sessionstore.testing.limits import check_max_bytes
 from sessionstore.testing.locks import (
     check_concurrent_nested_writes,
     check_fork_while_locked,
     check_two_stores,
 )
-from sessionstore.testing.subject import StoreFactory, StoreUnderTest
+from sessionstore.testing.subject import AnyStore, StoreFactory, StoreUnderTest
 
 __all__ = [
     "IDS",
@@ -77,6 +90,7 @@ __all__ = [
     "max_bytes_test",
     "nested_writes_test",
     "round_trip_test",
+    "tasks_test",
     "two_stores_test",
 ]
 
@@ -429,7 +443,7 @@ def make_state_machine(
     ``report_multiple_bugs=False``. Assign ``TestCase.settings`` to change that.
     """
     machine: type[_ConformanceMachine] = type(
-        name, (_ConformanceMachine,), {"factory": staticmethod(factory)}
+        name, (_ConformanceMachine,), {"factory": staticmethod(blocking_factory(factory))}
     )
     test_case = machine.TestCase  # Hypothesis builds it with the profile loaded now
     # Hypothesis's explain phase replays a failing sequence hundreds of times to mark
@@ -445,9 +459,14 @@ def make_state_machine(
     return machine
 
 
-def check_round_trip(store: BackendSessionStore, session: StoredSession) -> None:
+def check_round_trip(store: AnyStore, session: StoredSession) -> None:
     """Save ``session``, load it back equal with the etag ``save`` returned; saving it
-    again gives the same etag; it exists and is listed."""
+    again gives the same etag; it exists and is listed. ``store`` may be async."""
+    with sync_store(store) as blocking:
+        _check_round_trip(blocking, session)
+
+
+def _check_round_trip(store: BackendSessionStore, session: StoredSession) -> None:
     etag = store.save(session)
     loaded, loaded_etag = store.load_with_etag(session.session_id)
     assert loaded == session
@@ -457,11 +476,16 @@ def check_round_trip(store: BackendSessionStore, session: StoredSession) -> None
     assert session.session_id in store.list()
 
 
-def check_delete_idempotence(store: BackendSessionStore, ops: Iterable[tuple[str, str]]) -> None:
+def check_delete_idempotence(store: AnyStore, ops: Iterable[tuple[str, str]]) -> None:
     """Apply ``("save" | "delete", id)`` operations; delete, exists, list and load must agree.
 
-    ``store`` must start empty.
+    ``store`` must start empty; it may be async.
     """
+    with sync_store(store) as blocking:
+        _check_delete_idempotence(blocking, ops)
+
+
+def _check_delete_idempotence(store: BackendSessionStore, ops: Iterable[tuple[str, str]]) -> None:
     present: set[str] = set()
     ids = set()
     for op, session_id in ops:
@@ -489,6 +513,7 @@ def check_delete_idempotence(store: BackendSessionStore, ops: Iterable[tuple[str
 
 def round_trip_test(factory: StoreFactory) -> Callable[[], None]:
     """A Hypothesis test: every generated session survives save and load (and reopen)."""
+    factory = blocking_factory(factory)  # an async store runs through a BlockingView
 
     @given(sst.sessions())
     def test_round_trip(session: StoredSession) -> None:
@@ -505,6 +530,7 @@ def round_trip_test(factory: StoreFactory) -> Callable[[], None]:
 
 def delete_idempotence_test(factory: StoreFactory) -> Callable[[], None]:
     """A Hypothesis test: ``check_delete_idempotence`` over generated save/delete sequences."""
+    factory = blocking_factory(factory)  # an async store runs through a BlockingView
 
     @given(_OPS)
     def test_delete_idempotence(ops: list[tuple[str, str]]) -> None:
@@ -530,6 +556,7 @@ def concurrency_test(factory: StoreFactory, sizes: Sizes | None = None) -> Calla
     Processes take part when the subject has an ``opener`` and ``multiprocess``; else
     threads only. Sizes come from ``Sizes.from_environment()`` unless given.
     """
+    factory = blocking_factory(factory)  # an async store runs through a BlockingView
 
     def test_concurrent_history_is_linearizable() -> None:
         subject = factory()
@@ -540,6 +567,25 @@ def concurrency_test(factory: StoreFactory, sizes: Sizes | None = None) -> Calla
         assert not violations, _report("concurrent history", violations)
 
     return test_concurrent_history_is_linearizable
+
+
+def tasks_test(factory: StoreFactory, sizes: Sizes | None = None) -> Callable[[], None]:
+    """A test: many tasks on an async store's event loop (and in other processes, on
+    loops of their own) mix every write on shared ids; the history must be
+    linearizable (see ``concurrency.check_concurrent_tasks``). Skipped for a sync
+    store, whose calls would block the loop."""
+
+    def test_concurrent_tasks_are_linearizable() -> None:
+        subject = factory()
+        try:
+            if not is_async_store(subject.store):
+                pytest.skip("the tasks rule is for async stores; this store is sync")
+            violations = check_concurrent_tasks(subject, sizes)
+        finally:
+            subject.close()
+        assert not violations, _report("concurrent tasks", violations)
+
+    return test_concurrent_tasks_are_linearizable
 
 
 def _key_memory() -> int:
@@ -561,12 +607,18 @@ def fork_test(factory: StoreFactory) -> Callable[[], None]:
     """A test: a fork while another thread holds a session's lock hangs neither the
     child nor the parent, and (when the storage is shared across processes,
     ``multiprocess``) both their writes land. Skipped where ``os.fork`` does not exist."""
+    factory = blocking_factory(factory)  # an async store runs through a BlockingView
 
     def test_fork_while_a_lock_is_held() -> None:
         if not hasattr(os, "fork"):
             pytest.skip("os.fork is not available on this platform")
         subject = factory()
         try:
+            if isinstance(subject.store, BlockingView) and subject.opener is None:
+                pytest.skip(
+                    "an async store needs StoreUnderTest.opener for the fork rule: a forked "
+                    "child cannot run its parent's event loop, so it opens a store of its own"
+                )
             violations = check_fork_while_locked(subject, _timeout())
         finally:
             subject.close()
@@ -579,6 +631,7 @@ def max_bytes_test(factory: StoreFactory) -> Callable[[], None]:
     """A test: no write acknowledges a session its own load refuses, on every write
     method, and documents over ``max_bytes`` are refused on load
     (see ``limits.check_max_bytes``)."""
+    factory = blocking_factory(factory)  # an async store runs through a BlockingView
 
     def test_max_bytes_holds_on_every_write() -> None:
         subject = factory()
@@ -596,6 +649,7 @@ def appends_test(factory: StoreFactory) -> Callable[[], None]:
     ``compact`` and ``update``, and the latest 1000 of them), ``if_match`` across
     ``append``, ``save`` and ``compact``, and ``compact`` keeping the session and its
     etag (see ``appends.check_appends``); the session also loads after ``reopen``."""
+    factory = blocking_factory(factory)  # an async store runs through a BlockingView
 
     def test_appends_keys_and_folds() -> None:
         subject = factory()
@@ -617,6 +671,7 @@ def two_stores_test(factory: StoreFactory) -> Callable[[], None]:
     """A test: two store objects on one storage; nested writes through one inside the
     other's ``update`` do not deadlock, and each sees the other's writes. Skipped
     without an ``opener``."""
+    factory = blocking_factory(factory)  # an async store runs through a BlockingView
 
     def test_two_store_objects_on_one_storage() -> None:
         subject = factory()
@@ -634,6 +689,7 @@ def two_stores_test(factory: StoreFactory) -> Callable[[], None]:
 def nested_writes_test(factory: StoreFactory) -> Callable[[], None]:
     """A test: threads that each nest writes to their own sessions inside ``update``
     never deadlock one another (see ``locks.check_concurrent_nested_writes``)."""
+    factory = blocking_factory(factory)  # an async store runs through a BlockingView
 
     def test_nested_writes_in_concurrent_updates() -> None:
         subject = factory()
@@ -652,8 +708,10 @@ def conformance_suite(
     """A pytest test class holding every test of the suite for the stores ``factory`` makes.
 
     Assign it to a name starting with ``Test`` in a test module. Its tests: the state
-    machine, round trip, delete idempotence, concurrent history, fork, ``max_bytes``,
-    appends (keys, ``if_match``, folds), two store objects and nested writes.
+    machine, round trip, delete idempotence, concurrent history, concurrent tasks
+    (async stores; skipped for a sync one), fork, ``max_bytes``, appends (keys,
+    ``if_match``, folds), two store objects and nested writes. ``factory`` may make
+    subjects of async stores.
     """
     machine = make_state_machine(factory, name=f"{name}Machine")
     tests: dict[str, Callable[[], None]] = {
@@ -661,6 +719,7 @@ def conformance_suite(
         "test_round_trip": round_trip_test(factory),
         "test_delete_idempotence": delete_idempotence_test(factory),
         "test_concurrent_history_is_linearizable": concurrency_test(factory, sizes),
+        "test_concurrent_tasks_are_linearizable": tasks_test(factory, sizes),
         "test_fork_while_a_lock_is_held": fork_test(factory),
         "test_max_bytes_holds_on_every_write": max_bytes_test(factory),
         "test_appends_keys_and_folds": appends_test(factory),

@@ -20,6 +20,8 @@ from sessionstore.errors import SessionNotFoundError, SessionTooLargeError
 from sessionstore.models import CURRENT_SCHEMA_VERSION, StoredSession
 from sessionstore.records import KeyResult, encode_record, remember
 from sessionstore.store import BackendSessionStore
+from sessionstore.testing.adapt import sync_store
+from sessionstore.testing.subject import AnyStore
 
 __all__ = ["append_stored_size", "check_max_bytes", "sized_session"]
 
@@ -54,7 +56,7 @@ def sized_session(session_id: str, size: int, *, prefix: tuple[str, ...] = ()) -
     return session
 
 
-def check_max_bytes(store: BackendSessionStore, limit: int = 4096) -> list[str]:
+def check_max_bytes(store: AnyStore, limit: int = 4096) -> list[str]:
     """Every write method refuses a session over ``max_bytes`` and accepts one at it.
 
     With a copy of ``store`` whose ``max_bytes`` is ``limit`` (over the same backend):
@@ -68,8 +70,14 @@ def check_max_bytes(store: BackendSessionStore, limit: int = 4096) -> list[str]:
     changes nothing. A document stored through ``store`` (its own, larger limit) that
     is over ``limit`` is refused by the copy's ``load`` and ``load_with_etag`` with
     ``SessionTooLargeError``, still ``exists`` and is listed, and ``append_messages``
-    or ``append`` to it through the copy raises rather than replacing it.
+    or ``append`` to it through the copy raises rather than replacing it. An async
+    store is checked through a ``BlockingView`` (its copy: ``blocking.with_max_bytes``).
     """
+    with sync_store(store) as blocking:
+        return _check_max_bytes(blocking, limit)
+
+
+def _check_max_bytes(store: BackendSessionStore, limit: int) -> list[str]:
     small = copy.copy(store)
     small.max_bytes = limit
     violations: list[str] = []

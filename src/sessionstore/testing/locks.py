@@ -15,6 +15,7 @@ reported as violations when they expire.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import select
 import signal
@@ -22,10 +23,13 @@ import threading
 import time
 import warnings
 from collections.abc import Callable
+from typing import Any
 
 from sessionstore.errors import LockTimeoutError
 from sessionstore.models import StoredSession
 from sessionstore.store import BackendSessionStore
+from sessionstore.testing.adapt import BlockingOpener, sync_subject
+from sessionstore.testing.blocking import BlockingView
 from sessionstore.testing.concurrency import error_text, grown, token_session
 from sessionstore.testing.subject import StoreUnderTest
 
@@ -47,8 +51,28 @@ def check_fork_while_locked(subject: StoreUnderTest, timeout: float = 20.0) -> l
     Neither may hang (each gets ``timeout`` seconds), and the child's load shows its
     own appends. With ``subject.multiprocess`` the storage is shared, so at the end
     every write, the child's too, is there exactly once. POSIX only.
+
+    An async store's event loop and workers are threads of the parent, which a
+    forked child does not have: the child writes through a store of its own,
+    ``subject.opener()``, with a loop of its own (as an asyncio program that forks
+    must); raises ``ValueError`` when an async subject has no opener. The update
+    that holds the lock at the fork is the parent's async store's.
     """
+    with sync_subject(subject) as adapted:
+        return _check_fork_while_locked(adapted, timeout)
+
+
+def _check_fork_while_locked(subject: StoreUnderTest, timeout: float) -> list[str]:
     store = subject.store
+    child_store: Callable[[], BackendSessionStore] = lambda: store  # noqa: E731
+    if isinstance(store, BlockingView):
+        if subject.opener is None:
+            msg = (
+                "check_fork_while_locked needs StoreUnderTest.opener for an async store: a "
+                "forked child cannot run the parent's event loop"
+            )
+            raise ValueError(msg)
+        child_store = subject.opener
     store.save(token_session(_FORK_HELD, ("before",)))
     errors: list[str] = []
     inside, release = threading.Event(), threading.Event()
@@ -73,7 +97,7 @@ def check_fork_while_locked(subject: StoreUnderTest, timeout: float = 20.0) -> l
         pid = os.fork()
     if pid == 0:  # pragma: no cover - the child reports through the pipe
         os.close(read_end)
-        _fork_child(store, write_end)
+        _fork_child(child_store, write_end)
     os.close(write_end)
     deadline = time.monotonic() + timeout
     release.set()
@@ -139,10 +163,13 @@ def _every_write_once(store: BackendSessionStore) -> list[str]:
     return violations
 
 
-def _fork_child(store: BackendSessionStore, write_end: int) -> None:  # pragma: no cover
+def _fork_child(
+    open_store: Callable[[], BackendSessionStore], write_end: int
+) -> None:  # pragma: no cover
     """In the child: append to both sessions, load them back, report, exit at once."""
     report = "ok"
     try:
+        store = open_store()
         for session_id in (_FORK_HELD, _FORK_OTHER):
             store.append_messages(session_id, ["child"])
             if "child" not in store.load(session_id).messages:
@@ -271,7 +298,9 @@ def _same_session_nested(
     assert after == result, f"{session_id!r} reads {after.messages}, not {result.messages}"
 
 
-def check_two_stores(subject: StoreUnderTest, timeout: float = 20.0) -> list[str]:
+def check_two_stores(
+    subject: StoreUnderTest, timeout: float = 20.0, *, same_session: bool = True
+) -> list[str]:
     """Nested writes through a second store object inside ``update``: no deadlock,
     and each store object sees the other's writes. Needs ``subject.opener``.
 
@@ -279,8 +308,20 @@ def check_two_stores(subject: StoreUnderTest, timeout: float = 20.0) -> list[str
     the second store inside the first store's ``update`` (they must be visible to both
     at once, and the update to both afterwards), the same the other way round, and an
     append to the session being updated, through the second store (it may land or be
-    refused, but must not wait for the lock its own thread holds).
+    refused, but must not wait for the lock its own thread holds). ``same_session``
+    false leaves the third part out.
+
+    An async store runs the first two parts through a ``BlockingView`` (plain
+    ``update`` functions, which run in the store's workers). In the third, the
+    update's function is async and awaits the second store (opened on the same event
+    loop), as an asyncio application would; the nested append must not wait for the
+    update its own call chain runs (it gets ``timeout / 2`` seconds).
     """
+    with sync_subject(subject) as adapted:
+        return _check_two_stores(adapted, timeout, same_session)
+
+
+def _check_two_stores(subject: StoreUnderTest, timeout: float, same_session: bool) -> list[str]:
     if subject.opener is None:
         msg = "check_two_stores needs StoreUnderTest.opener"
         raise ValueError(msg)
@@ -298,13 +339,55 @@ def check_two_stores(subject: StoreUnderTest, timeout: float = 20.0) -> list[str
         lambda: _nested_writes(second, first, "two-outer-2", "two-b", _NESTED),
         violations,
     )
-    _within(
-        "a write to the updated session through the second store inside the update",
-        timeout,
-        lambda: _same_session_nested(first, second, "two-same"),
-        violations,
-    )
+    if not same_session:
+        return violations
+    name = "a write to the updated session through the second store inside the update"
+    if isinstance(first, BlockingView) and isinstance(subject.opener, BlockingOpener):
+        raw_opener = subject.opener.opener
+        view = first
+        _within(
+            name,
+            timeout,
+            lambda: view.run(_same_session_nested_async(view, raw_opener, "two-same", timeout)),
+            violations,
+        )
+    else:
+        _within(name, timeout, lambda: _same_session_nested(first, second, "two-same"), violations)
     return violations
+
+
+async def _same_session_nested_async(
+    view: BlockingView, opener: Callable[[], Any], session_id: str, timeout: float
+) -> None:
+    """``_same_session_nested`` for an async store: ``await inner.append_messages``
+    inside an async function given to ``outer.update``; ``inner`` is a second store
+    object from ``opener``, entered on the loop of ``view`` (whose store is ``outer``)."""
+    outer = view.async_store
+    inner = opener()
+    inner = await inner.__aenter__() or inner
+    try:
+        await outer.save(token_session(session_id, ("start",)))
+
+        async def fn(current: StoredSession) -> StoredSession:
+            try:
+                await asyncio.wait_for(
+                    inner.append_messages(session_id, ["nested"], input_tokens=1), timeout / 2
+                )
+            except (LockTimeoutError, TimeoutError) as exc:
+                msg = (
+                    "the nested append waited for the update its own call chain runs: "
+                    f"{error_text(exc) if str(exc) else f'not done within {timeout / 2} s'}"
+                )
+                raise AssertionError(msg) from exc
+            except Exception:  # noqa: S110  # a prompt refusal is allowed
+                pass
+            return grown(current, "outer")
+
+        result = await outer.update(session_id, fn)
+        after = await inner.load(session_id)
+        assert after == result, f"{session_id!r} reads {after.messages}, not {result.messages}"
+    finally:
+        await inner.__aexit__(None, None, None)
 
 
 def check_concurrent_nested_writes(
@@ -316,8 +399,15 @@ def check_concurrent_nested_writes(
     ``nest-i-31`` (through ``subject.opener()`` for every other one, when there is an
     opener). No two threads share a session, so waiting for each other at all can only
     come from locks shared between sessions; a deadlock shows as a hang or a
-    ``LockTimeoutError``.
+    ``LockTimeoutError``. An async store runs through a ``BlockingView``.
     """
+    with sync_subject(subject) as adapted:
+        return _check_concurrent_nested_writes(adapted, timeout, threads=threads, rounds=rounds)
+
+
+def _check_concurrent_nested_writes(
+    subject: StoreUnderTest, timeout: float, *, threads: int, rounds: int
+) -> list[str]:
     second = subject.opener() if subject.opener is not None else subject.store
     stores = (subject.store, second)
     violations: list[str] = []

@@ -8,10 +8,16 @@ from __future__ import annotations
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
+from typing import Any
 
 from sessionstore.store import BackendSessionStore
 
-__all__ = ["StoreFactory", "StoreUnderTest"]
+__all__ = ["AnyStore", "StoreFactory", "StoreUnderTest"]
+
+AnyStore = BackendSessionStore | Any
+"""A sync store, or an async one (``AsyncSessionStore``, ``AsyncMemorySessionStore``,
+``AsyncPostgresSessionStore``, or any class whose methods are the sync store's as
+coroutines): the kit takes either (see ``sessionstore.testing.adapt``)."""
 
 
 @dataclass
@@ -21,7 +27,11 @@ class StoreUnderTest:
     Only ``store`` is required; each optional field switches on the rules that need it
     (a rule whose field is missing is skipped, with a reason naming the field).
 
-    - ``store``: the store to test, over storage that holds no session.
+    - ``store``: the store to test, over storage that holds no session. It may be
+      an async store (its ``load`` a coroutine function); ``reopen`` and ``opener``
+      then give async stores too. The suite enters it (``async with``) on an event
+      loop of its own and runs the sync rules through a ``BlockingView``, and the
+      tasks rule with many tasks on that loop (``sessionstore.testing.adapt``).
     - ``reopen``: a new handle on the same storage, as after a restart; it may close
       the old handle, and the suite uses only the newest one afterwards.
     - ``opener``: a second, independent store object on the same storage (its own
@@ -43,12 +53,12 @@ class StoreUnderTest:
       suite calls it once, through ``close``, after the test that made the subject.
     """
 
-    store: BackendSessionStore
-    reopen: Callable[[], BackendSessionStore] | None = None
+    store: AnyStore
+    reopen: Callable[[], AnyStore] | None = None
     failing_save: Callable[[], AbstractContextManager[object]] | None = None
     check: Callable[[], None] | None = None
     cleanup: Callable[[], None] | None = None
-    opener: Callable[[], BackendSessionStore] | None = None
+    opener: Callable[[], AnyStore] | None = None
     multiprocess: bool = True
 
     def close(self) -> None:
