@@ -14,6 +14,7 @@ import subprocess
 import sys
 import threading
 from collections.abc import Iterator
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
@@ -25,6 +26,7 @@ from sessionstore import (
     ConflictError,
     CorruptSessionError,
     MemorySessionStore,
+    SessionNotFoundError,
     SessionStore,
     SessionTooLargeError,
     SessionWriteError,
@@ -714,3 +716,29 @@ def test_an_append_never_lands_on_a_file_copied_from_another_session(
         files.load("b")
     assert _append_in_a_new_process(files, "b") == 3
     assert file_of(files, "b").read_bytes() == data
+
+
+def test_an_append_is_stamped_when_it_is_written_not_when_it_was_called(
+    files: SessionStore,
+) -> None:
+    from sessionstore.appendlog import Append, append_locked  # noqa: PLC0415
+
+    files.append("s", ["first"])
+    called = datetime.now(timezone.utc) - timedelta(hours=1)  # waited an hour for the lock
+    written_after = datetime.now(timezone.utc)
+    with files.backend.lock("s"):
+        append_locked(files._target("s"), Append(("late",), 0, 0, None, called), if_match=None)
+    updated_at = files.load("s").updated_at
+    assert updated_at is not None
+    assert updated_at >= written_after
+
+
+def test_refused_appends_and_compacts_of_a_missing_session_create_no_folder(
+    tmp_path: Path,
+) -> None:
+    store = SessionStore(tmp_path / "not" / "yet")
+    with pytest.raises(ConflictError):
+        store.append("s", ["x"], if_match="0" * 32)
+    with pytest.raises(SessionNotFoundError):
+        store.compact("s")
+    assert not (tmp_path / "not").exists()

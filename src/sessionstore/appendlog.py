@@ -38,7 +38,7 @@ import threading
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timezone
 from typing import Any, Protocol
 
 import orjson
@@ -83,6 +83,8 @@ __all__ = [
     "append_session",
     "fold_locked",
     "fold_threshold",
+    "not_found",
+    "refuse_if_missing",
 ]
 
 FOLD_MINIMUM = 16 * 1024
@@ -183,6 +185,13 @@ class Append:
     output_tokens: int
     key: str | None
     now: datetime
+    """When the call was made. What is written takes the time it is written, under the
+    session's lock (``_written_at``), so ``updated_at`` never goes back when an append
+    waited for the lock behind a later one."""
+
+
+def _written_at(append: Append) -> datetime:
+    return max(append.now, datetime.now(timezone.utc))
 
 
 def append_locked(target: Target, append: Append, *, if_match: str | None) -> AppendResult:
@@ -294,12 +303,7 @@ def fold_locked(target: Target) -> str:
     """
     decoded = _decode(target)
     if decoded is None:
-        raise SessionNotFoundError(
-            f"session {target.session_id!r} not found in {target.backend.description} "
-            f"(no {target.location})",
-            session_id=target.session_id,
-            path=target.location,
-        )
+        raise not_found(target)
     if not decoded.records and not decoded.torn_bytes and not decoded.needs_rewrite:
         return decoded.etag
     session = decoded.session
@@ -701,7 +705,7 @@ def _record(
         message_count=count,
         input_tokens=totals[0],
         output_tokens=totals[1],
-        updated_at=_timestamp(append.now),
+        updated_at=_timestamp(_written_at(append)),
     )
 
 
@@ -728,13 +732,14 @@ def _fold_with(
 
 
 def _create(target: Target, append: Append) -> AppendResult:
+    now = _written_at(append)
     session = StoredSession(
         session_id=target.session_id,
         messages=append.messages,
         input_tokens=append.input_tokens,
         output_tokens=append.output_tokens,
-        created_at=append.now,
-        updated_at=append.now,
+        created_at=now,
+        updated_at=now,
     )
     count, totals = len(append.messages), (append.input_tokens, append.output_tokens)
     plain = encode(session)
@@ -773,7 +778,7 @@ def _appended(session: StoredSession, append: Append, totals: tuple[int, int]) -
             "messages": session.messages + append.messages,
             "input_tokens": totals[0],
             "output_tokens": totals[1],
-            "updated_at": append.now,
+            "updated_at": _written_at(append),
             "schema_version": CURRENT_SCHEMA_VERSION,
         },
         context=DECODED_TEXT,
@@ -790,6 +795,23 @@ def _totals(target: Target, stored_in: int, stored_out: int, append: Append) -> 
             )
             raise ValueError(msg)
     return totals
+
+
+def not_found(target: Target) -> SessionNotFoundError:
+    """The error for a session that is not there (``compact``)."""
+    return SessionNotFoundError(
+        f"session {target.session_id!r} not found in {target.backend.description} "
+        f"(no {target.location})",
+        session_id=target.session_id,
+        path=target.location,
+    )
+
+
+def refuse_if_missing(target: Target, if_match: str | None) -> None:
+    """Raise ``ConflictError`` for an append with ``if_match`` to a session that is not
+    there, before its lock is taken (taking it would create the store's folders)."""
+    if if_match is not None and not target.backend.exists(target.session_id):
+        _check_if_match(target, None, if_match)
 
 
 def _check_if_match(target: Target, etag: str | None, if_match: str | None) -> None:

@@ -50,6 +50,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from sessionstore.appendlog import AppendResult
 from sessionstore.backends.greenbridge import Abandoned, Driven, await_, current_call, drive
 from sessionstore.backends.postgres_async import AsyncPostgresBackend, CallState
+from sessionstore.codec import DecodedSession
 from sessionstore.models import StoredSession
 from sessionstore.store import DEFAULT_MAX_BYTES, BackendSessionStore
 
@@ -146,6 +147,11 @@ class AsyncPostgresSessionStore:
     async def load_with_etag(self, session_id: str) -> tuple[StoredSession, str]:
         """As ``PostgresSessionStore.load_with_etag``."""
         return await self._call(lambda: self.sync.load_with_etag(session_id))
+
+    async def load_document(self, session_id: str) -> DecodedSession:
+        """As ``PostgresSessionStore.load_document`` (for tools: the etag, version,
+        records and append keys with the session)."""
+        return await self._call(lambda: self.sync.load_document(session_id))
 
     async def exists(self, session_id: str) -> bool:
         """As ``PostgresSessionStore.exists``."""

@@ -59,6 +59,7 @@ from typing import Any, TypeVar
 from sessionstore.appendlog import AppendResult
 from sessionstore.backends.filesystem import FileSystemBackend
 from sessionstore.backends.memory import MemoryBackend
+from sessionstore.codec import DecodedSession
 from sessionstore.errors import LockTimeoutError
 from sessionstore.ids import is_valid_session_id
 from sessionstore.locking import LOCK_OWNER
@@ -213,6 +214,11 @@ class AsyncBackendSessionStore:
     async def load_with_etag(self, session_id: str) -> tuple[StoredSession, str]:
         """As ``SessionStore.load_with_etag``."""
         return await self._read(lambda: self.sync.load_with_etag(session_id))
+
+    async def load_document(self, session_id: str) -> DecodedSession:
+        """As ``SessionStore.load_document`` (for tools: the etag, version, records,
+        torn tail and append keys with the session)."""
+        return await self._read(lambda: self.sync.load_document(session_id))
 
     async def exists(self, session_id: str) -> bool:
         """As ``SessionStore.exists``."""

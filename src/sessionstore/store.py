@@ -293,9 +293,9 @@ class BackendSessionStore:
         append = appendlog.Append(added, input_tokens, output_tokens, key, now)
         if key is not None:
             _KEYED.add()
-        return appendlog.append_session(
-            self._target(session_id), append, if_match=if_match, lock=self.backend.lock
-        )
+        target = self._target(session_id)
+        appendlog.refuse_if_missing(target, if_match)
+        return appendlog.append_session(target, append, if_match=if_match, lock=self.backend.lock)
 
     def compact(self, session_id: str) -> str:
         """Fold the session's append records into one snapshot; return its etag.
@@ -308,8 +308,12 @@ class BackendSessionStore:
         validate_session_id(session_id)
         from sessionstore import appendlog  # noqa: PLC0415  # see append
 
+        target = self._target(session_id)
+        if not self.backend.exists(session_id):
+            # Without taking the lock, which would create the store's folders.
+            raise appendlog.not_found(target)
         with self.backend.lock(session_id):
-            return appendlog.fold_locked(self._target(session_id))
+            return appendlog.fold_locked(target)
 
     def _target(self, session_id: str) -> Target:
         from sessionstore.appendlog import Target  # noqa: PLC0415  # see append

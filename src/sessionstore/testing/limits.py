@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import replace
 from datetime import datetime, timezone
 
-from sessionstore.codec import decode_document, encode, encode_folded
+from sessionstore.codec import encode, encode_folded
 from sessionstore.errors import SessionNotFoundError, SessionTooLargeError
 from sessionstore.models import CURRENT_SCHEMA_VERSION, StoredSession
 from sessionstore.records import KeyResult, encode_record, remember
@@ -119,9 +119,9 @@ def append_stored_size(
     (with ``key``): the stored bytes plus one record line, or the folded snapshot with
     its store line, whichever is smaller. Exact up to ``updated_at`` (``_CLOCK_SLACK``).
     """
-    data = store.backend.read(session_id, max_bytes=2**62)
-    assert data is not None, f"{session_id!r} must exist"
-    decoded = decode_document(data, session_id=session_id)
+    # Through the store (an async store's backend may only run inside its calls).
+    decoded = store.load_document(session_id)
+    data = decoded.stored
     current = decoded.session
     count = len(current.messages) + 1
     line, _ = encode_record(
