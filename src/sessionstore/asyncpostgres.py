@@ -13,11 +13,12 @@ connections and ``AsyncConnectionPool`` (``backends.greenbridge``,
 is a ``pg_advisory_xact_lock`` wait on the server, bounded by ``lock_timeout`` there,
 as in the sync store. Sync and async stores on one table exclude each other.
 
-Async ``update`` functions. A plain ``fn`` runs in the call; an async ``fn`` is
-awaited on the loop (in a copy of the caller's context) while the call holds the
-session's lock transaction. The store's calls it makes (and those of tasks it
-starts) join that transaction, as calls made by a sync ``update``'s function join
-its thread's, and take turns on it; the update waits for them before it writes.
+Async ``update`` functions. A plain ``fn`` runs in a worker thread (the loop goes
+on meanwhile); an async ``fn`` is awaited on the loop (in a copy of the caller's
+context) while the call holds the session's lock transaction. The store's calls it
+makes (and those of tasks it starts) join that transaction, as calls made by a sync
+``update``'s function join its thread's, and take turns on it; the update waits for
+them before it writes.
 
 Cancellation (``task.cancel()``, ``asyncio.timeout``): the caller is released at
 once; what its call had started goes on in the background (``close`` waits for it),
@@ -209,24 +210,34 @@ class AsyncPostgresSessionStore:
     async def update(self, session_id: str, fn: UpdateFunction) -> StoredSession:
         """As ``PostgresSessionStore.update``; ``fn`` may be a plain or an async function.
 
-        The session's lock is held from the load to the write. Both kinds of ``fn``
-        run on the loop's thread (no worker thread here: a plain ``fn`` should be
-        quick); the store's calls an async ``fn`` makes join the update's
-        transaction (see the module docstring). If ``fn`` raises, or the call is cancelled while it
-        runs (``fn`` is cancelled too), nothing is written and the lock is released.
+        The session's lock is held from the load to the write. An async ``fn`` runs
+        on the loop, and the store's calls it makes join the update's transaction
+        (see the module docstring); a plain ``fn`` runs in a worker thread (as with
+        the folder store: it may block, and call other stores, without stalling the
+        loop). If ``fn`` raises, or the call is cancelled while it runs (an async
+        ``fn`` is cancelled too), nothing is written and the lock is released.
         """
 
         def apply(current: StoredSession) -> StoredSession:
-            result = fn(current)
+            result: StoredSession | Awaitable[StoredSession]
+            if inspect.iscoroutinefunction(fn):
+                result = fn(current)
+            else:
+                done: Awaitable[StoredSession | Awaitable[StoredSession]]
+                done = asyncio.get_running_loop().run_in_executor(None, fn, current)
+                result = await_(done, own=True)
             if not inspect.isawaitable(result):
                 return result
             call = current_call()
             try:
-                return await_(_run_function(result, builtins.list(call.state.stack)), own=True)
+                awaited: StoredSession = await_(
+                    _run_function(result, builtins.list(call.state.stack)), own=True
+                )
             except BaseException:
                 if inspect.iscoroutine(result):
                     result.close()  # cancelled before it started: it never will
                 raise
+            return awaited
 
         return await self._call(lambda: self.sync.update(session_id, apply))
 

@@ -133,11 +133,19 @@ class BlockingView:
 
     def _stop(self) -> None:
         self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join()
+        self._thread.join(timeout=_STOP_TIMEOUT)
+        if self._thread.is_alive():
+            # A call blocks the loop's thread (a finding the test reports): leave the
+            # daemon thread behind rather than hang the test run.
+            return
         self._loop.close()
 
     def __repr__(self) -> str:
         return f"BlockingView({self.async_store!r})"
+
+
+_STOP_TIMEOUT = 30.0
+"""Seconds ``close`` waits for the loop's thread to stop before leaving it behind."""
 
 
 def with_max_bytes(async_store: Any, limit: int) -> Any:
