@@ -22,6 +22,7 @@ _ASYNC_METHODS = frozenset(
         "create",
         "load",
         "load_with_etag",
+        "load_document",
         "exists",
         "delete",
         "list",
