@@ -9,6 +9,7 @@ the rules the sync classes meet, instead of a copy of them.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import copy
 import threading
 from collections.abc import Coroutine
@@ -76,9 +77,12 @@ class BlockingView:
         future = asyncio.run_coroutine_threadsafe(coroutine, self._loop)
         try:
             return future.result(timeout)
-        except TimeoutError:
+        except concurrent.futures.TimeoutError:  # not the builtin one before Python 3.11
+            if future.done():
+                raise  # the coroutine's own error (a LockTimeoutError, say)
             future.cancel()
-            raise
+            msg = f"not done within {timeout} s"
+            raise TimeoutError(msg) from None
 
     def __getattr__(self, name: str) -> Any:
         if name.startswith("__") or name == "async_store":  # not set yet (copy, pickle)

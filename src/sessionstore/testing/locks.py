@@ -373,7 +373,8 @@ async def _same_session_nested_async(
                 await asyncio.wait_for(
                     inner.append_messages(session_id, ["nested"], input_tokens=1), timeout / 2
                 )
-            except (LockTimeoutError, TimeoutError) as exc:
+            # asyncio.TimeoutError is not the builtin TimeoutError before Python 3.11.
+            except (LockTimeoutError, TimeoutError, asyncio.TimeoutError) as exc:
                 msg = (
                     "the nested append waited for the update its own call chain runs: "
                     f"{error_text(exc) if str(exc) else f'not done within {timeout / 2} s'}"
