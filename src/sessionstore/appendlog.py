@@ -70,6 +70,7 @@ from sessionstore.records import (
     parse_store_line,
     remember,
     result_of,
+    split_layout,
     store_keys,
     verify_record,
     walk_to_snapshot_end,
@@ -368,10 +369,9 @@ def _state_from_tail(tail: FileTail, target: Target) -> _State | None:
         store_line = data[line_start + len(STORE_LINE_PREFIX) : end]
     try:
         last = _verified_records(tail, snapshot_end, complete)
-        first_prev = verify_record(region[: region.index(b"\n")])["prev"]
     except RecordError:
         return None  # damaged: the full decode names the damage, and nothing is written
-    if not _snapshot_intact(target, tail, end, first_prev):
+    if not _snapshot_intact(target, tail, end, region[: region.index(b"\n")]):
         return None
     if last["seq"] != lines:
         return None
@@ -489,7 +489,7 @@ _INTACT: set[tuple[object, int]] = set()
 """Snapshots (file identity, where the snapshot ends) this process found intact."""
 
 
-def _snapshot_intact(target: Target, tail: FileTail, end: int, first_prev: str | None) -> bool:
+def _snapshot_intact(target: Target, tail: FileTail, end: int, first_record: bytes | None) -> bool:
     """True when the snapshot before the records is the one they were appended to, in
     the session's own file: its id is the session's, and its bytes hash to the first
     record's ``prev`` (a fold's snapshot: to the digest its store line recorded). So an
@@ -503,21 +503,23 @@ def _snapshot_intact(target: Target, tail: FileTail, end: int, first_prev: str |
         return True
     data = tail.data if tail.offset == 0 else _read_quietly(target)
     head = CURRENT_PREFIX + b'\n  "session_id": ' + orjson.dumps(target.session_id) + b",\n"
-    if data is None or len(data) < snapshot_end or not data.startswith(head):
+    if data is None or not data.startswith(head):
         return False
-    line_start = data.rfind(b"\n", 0, snapshot_end - len(SNAPSHOT_END)) + 1
-    if data.startswith(STORE_LINE_PREFIX, line_start):
-        try:
-            store = parse_store_line(data[line_start + len(STORE_LINE_PREFIX) : end + tail.offset])
-        except RecordError:
-            return False
-        document = data[: line_start - 2] + SNAPSHOT_END  # without ",\n" + the store line
-        if store.get("digest") != xxh3_128_hexdigest(document):
-            return False
-        base = store.get("etag")
-    else:
+    try:
+        layout = split_layout(data)
+        prev = None if first_record is None else verify_record(first_record)["prev"]
+    except RecordError:
+        return False
+    if layout.snapshot_end != snapshot_end:
+        return False
+    base: str | None
+    if layout.store is None:
         base = xxh3_128_hexdigest(memoryview(data)[:snapshot_end])
-    if first_prev is not None and first_prev != base:
+    elif layout.store.get("digest") == xxh3_128_hexdigest(layout.document):
+        base = layout.store.get("etag")
+    else:
+        return False
+    if prev is not None and prev != base:
         return False
     if len(_INTACT) >= 256:
         _INTACT.clear()

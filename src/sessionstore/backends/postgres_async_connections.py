@@ -263,19 +263,9 @@ class AsyncConnectionSource(ConnectionSource):
         assert self._conninfo is not None  # a lent pool is never reopened
         pool: AsyncConnectionPool[Any] = AsyncConnectionPool(
             self._conninfo,
-            connection_class=_recording_class(self),
-            kwargs={
-                "autocommit": True,
-                "connect_timeout": max(1, round(self._connect_timeout)),
-                "fallback_application_name": "sessionstore",
-            },
-            min_size=0,
-            max_size=self._max_size,
             open=False,
             check=self._check_async,
-            name=f"sessionstore {self.description}",
-            reconnect_timeout=max(5.0, 2 * self._connect_timeout),
-            num_workers=2,
+            **self._pool_options(_recording_class(self)),
         )
         return BridgedPool(pool, opened=False)
 

@@ -383,22 +383,28 @@ class ConnectionSource:
         assert self._conninfo is not None  # a lent pool is never reopened
         return ConnectionPool(
             self._conninfo,
-            connection_class=_recording_class(self),
-            kwargs={
+            open=True,
+            check=self._check,
+            **self._pool_options(_recording_class(self)),
+        )
+
+    def _pool_options(self, connection_class: type[Any]) -> dict[str, Any]:
+        """What every pool this source opens is built with (the sync and the async one)."""
+        return {
+            "connection_class": connection_class,
+            "kwargs": {
                 "autocommit": True,
                 "connect_timeout": max(1, round(self._connect_timeout)),
                 "fallback_application_name": "sessionstore",
             },
-            min_size=0,
-            max_size=self._max_size,
-            open=True,
-            check=self._check,
-            name=f"sessionstore {self.description}",
+            "min_size": 0,
+            "max_size": self._max_size,
+            "name": f"sessionstore {self.description}",
             # Give up a series of failed connection attempts early: the next
             # request starts a new series at once, with no backoff to wait out.
-            reconnect_timeout=max(5.0, 2 * self._connect_timeout),
-            num_workers=2,
-        )
+            "reconnect_timeout": max(5.0, 2 * self._connect_timeout),
+            "num_workers": 2,
+        }
 
     def _check(self, conn: Connection) -> None:
         """The pool's check of a connection before handing it out, within a deadline."""
